@@ -1,0 +1,344 @@
+//! The bridge between Kong's Lua side and a [`Plugin`]: the Lua table a
+//! native module returns, one "factory" per plugin, and the phase dispatch.
+//!
+//! A factory is a plain Lua table:
+//!
+//! | field | what |
+//! |---|---|
+//! | `name`, `version`, `priority` | the plugin's constants |
+//! | `phases` | the phases it implements, in Kong's order |
+//! | `reads_request_body` | read the body before rewrite/access |
+//! | `schema` | the `config` record in Kong's schema DSL |
+//! | `new(conf)` | instance, or `nil, err` |
+//! | `validate(conf)` | `true`, or `nil, err` (the constructor's message) |
+//! | `stats()` | `{ built = n, live = n }`: constructor calls and live instances |
+//! | `<phase>(instance[, chunk, eof])` | runs one phase, see below |
+//!
+//! A phase function returns nothing to continue, `status, body, headers` to
+//! exit (performed by the Lua side, since `kong.response.exit` yields),
+//! `false, message` when the plugin failed (an `Err` or a panic), and for
+//! `body_filter` the replacement chunk or nothing.
+
+use crate::error::Error;
+use crate::pdk::lua::{LuaPdk, PdkCache};
+use crate::plugin::{Flow, Phase, Plugin};
+use crate::schema;
+use bstr::BString;
+use mlua::{AnyUserData, Lua, MultiValue, Table, UserData, Value as LuaValue};
+use serde_json::json;
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+
+/// Where a request's [`Plugin::State`] lives in `kong.ctx.plugin`.
+const STATE_KEY: &str = "__kong_rs_state";
+
+/// Builds the table a native module returns to `require`.
+///
+/// Normally used through [`export_plugins!`](crate::export_plugins).
+pub struct ModuleBuilder<'lua> {
+    lua: &'lua Lua,
+    plugins: Table,
+    descriptions: Vec<serde_json::Value>,
+    cache: Rc<PdkCache>,
+}
+
+impl<'lua> ModuleBuilder<'lua> {
+    /// Starts an empty module in `lua`.
+    ///
+    /// # Errors
+    /// When Lua cannot allocate the table.
+    pub fn new(lua: &'lua Lua) -> mlua::Result<Self> {
+        Ok(ModuleBuilder {
+            lua,
+            plugins: lua.create_table()?,
+            descriptions: Vec::new(),
+            cache: Rc::new(PdkCache::new()),
+        })
+    }
+
+    /// Adds plugin `P` under `P::NAME`.
+    ///
+    /// # Errors
+    /// When `P::Config` has no Kong schema equivalent, or `P::NAME` is taken.
+    pub fn add<P: Plugin>(&mut self) -> mlua::Result<&mut Self> {
+        if self.plugins.contains_key(P::NAME)? {
+            return Err(mlua::Error::runtime(format!(
+                "plugin {} is exported twice",
+                P::NAME
+            )));
+        }
+        let description = describe::<P>()
+            .map_err(|e| mlua::Error::runtime(format!("plugin {}: {e}", P::NAME)))?;
+        let factory = factory::<P>(self.lua, &self.cache, &description)?;
+        self.plugins.set(P::NAME, factory)?;
+        self.descriptions.push(description);
+        Ok(self)
+    }
+
+    /// The module table: `plugins` (name → factory), `dump()` (every plugin's
+    /// description as JSON), `reset_pdk_cache()` (for test harnesses that
+    /// install a new `kong` global) and `version`.
+    ///
+    /// # Errors
+    /// When Lua cannot allocate.
+    pub fn finish(self) -> mlua::Result<Table> {
+        let module = self.lua.create_table()?;
+        module.set("plugins", self.plugins)?;
+        module.set("version", env!("CARGO_PKG_VERSION"))?;
+        let dump = serde_json::to_string_pretty(&self.descriptions)
+            .map_err(|e| mlua::Error::runtime(e.to_string()))?;
+        module.set(
+            "dump",
+            self.lua.create_function(move |_, ()| Ok(dump.clone()))?,
+        )?;
+        let cache = self.cache;
+        module.set(
+            "reset_pdk_cache",
+            self.lua.create_function(move |_, ()| {
+                cache.reset();
+                Ok(())
+            })?,
+        )?;
+        Ok(module)
+    }
+}
+
+/// What a plugin is, as JSON: name, version, priority, phases and the Kong
+/// schema of its config (the role of go-pdk's `-dump`).
+///
+/// # Errors
+/// When `P::Config` has no Kong schema equivalent.
+pub fn describe<P: Plugin>() -> crate::Result<serde_json::Value> {
+    let phases: Vec<&str> = P::PHASES.iter().map(|p| p.name()).collect();
+    Ok(json!({
+        "name": P::NAME,
+        "version": P::VERSION,
+        "priority": P::PRIORITY,
+        "phases": phases,
+        "reads_request_body": P::READS_REQUEST_BODY,
+        "schema": schema::config_record::<P::Config>()?,
+    }))
+}
+
+/// Constructor calls and live instances of one plugin, for `stats()`.
+#[derive(Default)]
+struct Counters {
+    built: Cell<u64>,
+    live: Cell<u64>,
+}
+
+/// A built plugin: what the weak-keyed cache on the Lua side holds per `conf`.
+struct Instance<P> {
+    plugin: P,
+    counters: Rc<Counters>,
+}
+
+impl<P: 'static> UserData for Instance<P> {}
+
+impl<P> Drop for Instance<P> {
+    fn drop(&mut self) {
+        self.counters.live.set(self.counters.live.get() - 1);
+    }
+}
+
+/// Per-request state stored in `kong.ctx.plugin`.
+struct StateBox<S>(S);
+
+impl<S: 'static> UserData for StateBox<S> {}
+
+/// Deserialises `conf` and runs the constructor.
+fn build<P: Plugin>(lua: &Lua, conf: LuaValue) -> Result<P, String> {
+    let options = mlua::serde::DeserializeOptions::new()
+        .deny_unsupported_types(false)
+        .deny_recursive_tables(true);
+    let config: P::Config = mlua::serde::LuaSerdeExt::from_value_with(lua, conf, options)
+        .map_err(|e| format!("invalid config: {}", Error::from(e)))?;
+    match catch_unwind(AssertUnwindSafe(|| P::new(config))) {
+        Ok(Ok(plugin)) => Ok(plugin),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => Err(format!("constructor panicked: {}", panic_message(&panic))),
+    }
+}
+
+fn factory<P: Plugin>(
+    lua: &Lua,
+    cache: &Rc<PdkCache>,
+    description: &serde_json::Value,
+) -> mlua::Result<Table> {
+    use mlua::serde::LuaSerdeExt;
+    let factory = lua.create_table()?;
+    factory.set("name", P::NAME)?;
+    factory.set("version", P::VERSION)?;
+    factory.set("priority", P::PRIORITY)?;
+    factory.set("reads_request_body", P::READS_REQUEST_BODY)?;
+    let phases = lua.create_sequence_from(P::PHASES.iter().map(|p| p.name()))?;
+    factory.set("phases", phases)?;
+    let options = mlua::serde::SerializeOptions::new()
+        .set_array_metatable(false)
+        .serialize_none_to_null(false);
+    factory.set(
+        "schema",
+        lua.to_value_with(&description["schema"], options)?,
+    )?;
+
+    let counters = Rc::new(Counters::default());
+    let new_counters = counters.clone();
+    factory.set(
+        "new",
+        lua.create_function(move |lua, conf: LuaValue| {
+            new_counters.built.set(new_counters.built.get() + 1);
+            match build::<P>(lua, conf) {
+                Ok(plugin) => {
+                    new_counters.live.set(new_counters.live.get() + 1);
+                    let instance = Instance {
+                        plugin,
+                        counters: new_counters.clone(),
+                    };
+                    Ok((LuaValue::UserData(lua.create_userdata(instance)?), None))
+                }
+                Err(message) => Ok((LuaValue::Nil, Some(message))),
+            }
+        })?,
+    )?;
+    factory.set(
+        "validate",
+        lua.create_function(|lua, conf: LuaValue| match build::<P>(lua, conf) {
+            Ok(_) => Ok((true, None)),
+            Err(message) => Ok((false, Some(message))),
+        })?,
+    )?;
+    let stats_counters = counters;
+    factory.set(
+        "stats",
+        lua.create_function(move |lua, ()| {
+            let stats = lua.create_table()?;
+            stats.set("built", stats_counters.built.get())?;
+            stats.set("live", stats_counters.live.get())?;
+            Ok(stats)
+        })?,
+    )?;
+
+    for &phase in P::PHASES {
+        let cache = cache.clone();
+        let function = lua.create_function(
+            move |lua, (instance, chunk, eof): (AnyUserData, Option<BString>, Option<bool>)| {
+                let instance = instance.borrow::<Instance<P>>()?;
+                let mut pdk = LuaPdk::new(lua, &cache);
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    run_phase::<P>(
+                        &instance.plugin,
+                        phase,
+                        &mut pdk,
+                        chunk.as_deref().map(|c| c.as_slice()),
+                        eof.unwrap_or(false),
+                    )
+                }));
+                let outcome = match outcome {
+                    Ok(outcome) => outcome,
+                    Err(panic) => Err(Error::msg(format!("panicked: {}", panic_message(&panic)))),
+                };
+                phase_result(lua, outcome)
+            },
+        )?;
+        factory.set(phase.name(), function)?;
+    }
+    Ok(factory)
+}
+
+/// What one phase produced, before it is turned into Lua return values.
+enum Outcome {
+    Flow(Flow),
+    Chunk(Option<Vec<u8>>),
+}
+
+fn run_phase<P: Plugin>(
+    plugin: &P,
+    phase: Phase,
+    pdk: &mut LuaPdk<'_>,
+    chunk: Option<&[u8]>,
+    eof: bool,
+) -> crate::Result<Outcome> {
+    if phase == Phase::Certificate {
+        return plugin
+            .certificate(pdk)
+            .map(|()| Outcome::Flow(Flow::Continue));
+    }
+    with_state::<P, _>(pdk, |pdk, state| match phase {
+        Phase::Rewrite => plugin.rewrite(pdk, state).map(Outcome::Flow),
+        Phase::Access => plugin.access(pdk, state).map(Outcome::Flow),
+        Phase::Response => plugin.response(pdk, state).map(Outcome::Flow),
+        Phase::HeaderFilter => plugin
+            .header_filter(pdk, state)
+            .map(|()| Outcome::Flow(Flow::Continue)),
+        Phase::BodyFilter => plugin
+            .body_filter(pdk, state, chunk.unwrap_or_default(), eof)
+            .map(Outcome::Chunk),
+        Phase::Log => plugin
+            .log(pdk, state)
+            .map(|()| Outcome::Flow(Flow::Continue)),
+        Phase::Certificate => unreachable!("handled above"),
+    })
+}
+
+/// Runs `f` with this request's state: created with `Default` on first use
+/// and kept in `kong.ctx.plugin`; a zero-sized state never touches Lua.
+fn with_state<P: Plugin, R>(
+    pdk: &mut LuaPdk<'_>,
+    f: impl FnOnce(&mut LuaPdk<'_>, &mut P::State) -> crate::Result<R>,
+) -> crate::Result<R> {
+    if size_of::<P::State>() == 0 {
+        return f(pdk, &mut P::State::default());
+    }
+    let ctx = pdk.plugin_ctx()?;
+    let stored: Option<AnyUserData> = ctx.raw_get(STATE_KEY)?;
+    let stored = match stored {
+        Some(stored) if stored.is::<StateBox<P::State>>() => stored,
+        _ => {
+            let created = pdk.lua().create_userdata(StateBox(P::State::default()))?;
+            ctx.raw_set(STATE_KEY, &created)?;
+            created
+        }
+    };
+    let mut state = stored.borrow_mut::<StateBox<P::State>>()?;
+    f(pdk, &mut state.0)
+}
+
+fn phase_result(lua: &Lua, outcome: crate::Result<Outcome>) -> mlua::Result<MultiValue> {
+    let mut values = MultiValue::new();
+    match outcome {
+        Ok(Outcome::Flow(Flow::Continue)) | Ok(Outcome::Chunk(None)) => {}
+        Ok(Outcome::Chunk(Some(chunk))) => {
+            values.push_back(LuaValue::String(lua.create_string(chunk)?));
+        }
+        Ok(Outcome::Flow(Flow::Exit(exit))) => {
+            values.push_back(LuaValue::Integer(i64::from(exit.status)));
+            values.push_back(match exit.body {
+                Some(body) => LuaValue::String(lua.create_string(body)?),
+                None => LuaValue::Nil,
+            });
+            if !exit.headers.is_empty() {
+                let headers = lua.create_table_with_capacity(0, exit.headers.len())?;
+                for (name, value) in exit.headers {
+                    headers.raw_set(name, lua.create_string(value)?)?;
+                }
+                values.push_back(LuaValue::Table(headers));
+            }
+        }
+        Err(error) => {
+            values.push_back(LuaValue::Boolean(false));
+            values.push_back(LuaValue::String(lua.create_string(error.to_string())?));
+        }
+    }
+    Ok(values)
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "unknown panic payload".to_string()
+    }
+}

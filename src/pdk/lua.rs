@@ -1,0 +1,548 @@
+//! [`LuaPdk`]: the PDK backed by the `kong` global of the running worker.
+//!
+//! Each `kong.*` function is looked up once per worker (per Lua state) and
+//! kept as a function handle; a call from Rust is then one Lua call, with no
+//! table walks. Byte strings cross as Lua strings, both ways, unchanged.
+
+use super::{
+    Client, Ctx, Entity, Headers, Log, LogLevel, Nginx, Pdk, QueryValue, Request, Response, Router,
+    ServiceRequest, ServiceResponse, Value,
+};
+use crate::error::{Error, Result};
+use bstr::{BStr, BString};
+use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Value as LuaValue};
+use std::cell::{OnceCell, RefCell};
+use std::rc::Rc;
+
+macro_rules! pdk_functions {
+    ($($id:ident = $path:literal,)*) => {
+        /// The `kong.*` functions the bridge calls, by index into the handle cache.
+        #[derive(Clone, Copy, Debug)]
+        #[allow(clippy::enum_variant_names)]
+        enum F { $($id,)* }
+        /// Their paths below the `kong` global, in the same order.
+        const PATHS: &[&str] = &[$($path,)*];
+    };
+}
+
+pdk_functions! {
+    LogErr = "log.err",
+    LogWarn = "log.warn",
+    LogNotice = "log.notice",
+    LogInfo = "log.info",
+    LogDebug = "log.debug",
+    ReqGetHeader = "request.get_header",
+    ReqGetHeaders = "request.get_headers",
+    ReqGetMethod = "request.get_method",
+    ReqGetPath = "request.get_path",
+    ReqGetPathWithQuery = "request.get_path_with_query",
+    ReqGetRawQuery = "request.get_raw_query",
+    ReqGetQueryArg = "request.get_query_arg",
+    ReqGetQuery = "request.get_query",
+    ReqGetScheme = "request.get_scheme",
+    ReqGetHost = "request.get_host",
+    ReqGetPort = "request.get_port",
+    ReqGetHttpVersion = "request.get_http_version",
+    ReqGetRawBody = "request.get_raw_body",
+    ReqGetStartTime = "request.get_start_time",
+    RespGetStatus = "response.get_status",
+    RespGetHeader = "response.get_header",
+    RespGetHeaders = "response.get_headers",
+    RespSetStatus = "response.set_status",
+    RespSetHeader = "response.set_header",
+    RespAddHeader = "response.add_header",
+    RespClearHeader = "response.clear_header",
+    SreqSetHeader = "service.request.set_header",
+    SreqAddHeader = "service.request.add_header",
+    SreqClearHeader = "service.request.clear_header",
+    SreqSetHeaders = "service.request.set_headers",
+    SreqSetPath = "service.request.set_path",
+    SreqSetRawQuery = "service.request.set_raw_query",
+    SreqSetQuery = "service.request.set_query",
+    SreqSetMethod = "service.request.set_method",
+    SreqSetRawBody = "service.request.set_raw_body",
+    SrespGetStatus = "service.response.get_status",
+    SrespGetHeader = "service.response.get_header",
+    SrespGetHeaders = "service.response.get_headers",
+    SrespGetRawBody = "service.response.get_raw_body",
+    CliGetIp = "client.get_ip",
+    CliGetForwardedIp = "client.get_forwarded_ip",
+    CliGetPort = "client.get_port",
+    CliGetConsumer = "client.get_consumer",
+    CliGetCredential = "client.get_credential",
+    NgxGetVar = "nginx.get_var",
+    RouterGetRoute = "router.get_route",
+    RouterGetService = "router.get_service",
+}
+
+struct Handles {
+    functions: Vec<OnceCell<Function>>,
+    ctx: OnceCell<Table>,
+}
+
+impl Handles {
+    fn new() -> Self {
+        Handles {
+            functions: PATHS.iter().map(|_| OnceCell::new()).collect(),
+            ctx: OnceCell::new(),
+        }
+    }
+}
+
+/// The per-worker cache of `kong.*` function handles, shared by every plugin
+/// of one native module. Filled lazily, one function at a time.
+pub(crate) struct PdkCache {
+    handles: RefCell<Rc<Handles>>,
+}
+
+impl PdkCache {
+    pub(crate) fn new() -> Self {
+        PdkCache {
+            handles: RefCell::new(Rc::new(Handles::new())),
+        }
+    }
+
+    /// Forgets every handle: the next call looks `kong.*` up again. Kong sets
+    /// the global once per worker, so only test harnesses that install a new
+    /// `kong` stub need this.
+    pub(crate) fn reset(&self) {
+        *self.handles.borrow_mut() = Rc::new(Handles::new());
+    }
+
+    fn current(&self) -> Rc<Handles> {
+        self.handles.borrow().clone()
+    }
+}
+
+/// The PDK of a phase running inside the worker: every method calls the
+/// matching `kong.*` function.
+pub struct LuaPdk<'lua> {
+    lua: &'lua Lua,
+    handles: Rc<Handles>,
+}
+
+impl<'lua> LuaPdk<'lua> {
+    pub(crate) fn new(lua: &'lua Lua, cache: &PdkCache) -> Self {
+        LuaPdk {
+            lua,
+            handles: cache.current(),
+        }
+    }
+
+    /// The Lua state this PDK calls into.
+    pub(crate) fn lua(&self) -> &'lua Lua {
+        self.lua
+    }
+
+    fn function(&self, id: F) -> Result<&Function> {
+        let cell = &self.handles.functions[id as usize];
+        if let Some(function) = cell.get() {
+            return Ok(function);
+        }
+        let path = PATHS[id as usize];
+        let function = match self.walk(path)? {
+            LuaValue::Function(function) => function,
+            other => {
+                return Err(Error::msg(format!(
+                    "kong.{path} is not a function (got {}): is the kong global set up?",
+                    other.type_name()
+                )));
+            }
+        };
+        Ok(cell.get_or_init(|| function))
+    }
+
+    fn walk(&self, path: &str) -> Result<LuaValue> {
+        let mut value: LuaValue = self.lua.globals().get("kong")?;
+        let mut walked = String::from("kong");
+        for part in path.split('.') {
+            let LuaValue::Table(table) = value else {
+                return Err(Error::msg(format!("{walked} is not a table")));
+            };
+            value = table.get(part)?;
+            walked.push('.');
+            walked.push_str(part);
+        }
+        Ok(value)
+    }
+
+    fn call<R: FromLuaMulti>(&self, id: F, args: impl IntoLuaMulti) -> Result<R> {
+        let function = self.function(id)?;
+        function
+            .call(args)
+            .map_err(|e| Error::with_context(format_args!("kong.{}", PATHS[id as usize]), e))
+    }
+
+    fn bytes(&self, bytes: &[u8]) -> Result<mlua::LuaString> {
+        Ok(self.lua.create_string(bytes)?)
+    }
+
+    /// `kong.ctx`, looked up once.
+    fn ctx_table(&self) -> Result<&Table> {
+        if let Some(table) = self.handles.ctx.get() {
+            return Ok(table);
+        }
+        let table = match self.walk("ctx")? {
+            LuaValue::Table(table) => table,
+            other => {
+                return Err(Error::msg(format!(
+                    "kong.ctx is not a table (got {})",
+                    other.type_name()
+                )));
+            }
+        };
+        Ok(self.handles.ctx.get_or_init(|| table))
+    }
+
+    /// `kong.ctx.plugin` of the current request (Kong resolves it per request).
+    pub(crate) fn plugin_ctx(&self) -> Result<Table> {
+        Ok(self.ctx_table()?.get("plugin")?)
+    }
+
+    fn shared_ctx(&self) -> Result<Table> {
+        Ok(self.ctx_table()?.get("shared")?)
+    }
+
+    /// Calls a function that returns `value` or `nil, err` (Kong's convention)
+    /// and turns the `err` into an `Err`.
+    fn call_checked<R: mlua::FromLua>(&self, id: F, args: impl IntoLuaMulti) -> Result<Option<R>> {
+        let (value, err): (Option<R>, Option<String>) = self.call(id, args)?;
+        match (value, err) {
+            (None, Some(err)) => Err(Error::msg(format!("kong.{}: {err}", PATHS[id as usize]))),
+            (value, _) => Ok(value),
+        }
+    }
+}
+
+/// Flattens Kong's header table (`name -> string | { string, … }`).
+fn headers_from(table: Table) -> Result<Headers> {
+    let mut headers = Headers::new();
+    for pair in table.pairs::<BString, LuaValue>() {
+        let (name, value) = pair?;
+        let name = String::from_utf8(name.into())
+            .map_err(|_| Error::msg("header name is not valid UTF-8"))?;
+        match value {
+            LuaValue::Table(values) => {
+                for value in values.sequence_values::<BString>() {
+                    headers.push((name.clone(), value?.into()));
+                }
+            }
+            LuaValue::String(value) => headers.push((name, value.as_bytes().to_vec())),
+            other => {
+                return Err(Error::msg(format!(
+                    "header {name} has a {} value",
+                    other.type_name()
+                )));
+            }
+        }
+    }
+    Ok(headers)
+}
+
+fn query_value(value: LuaValue) -> Result<QueryValue> {
+    match value {
+        LuaValue::Boolean(true) => Ok(QueryValue::Flag),
+        LuaValue::String(s) => Ok(QueryValue::Value(s.as_bytes().to_vec())),
+        other => Err(Error::msg(format!(
+            "query argument has a {} value",
+            other.type_name()
+        ))),
+    }
+}
+
+fn entity_from(table: Option<Table>, name_field: &str) -> Result<Option<Entity>> {
+    let Some(table) = table else { return Ok(None) };
+    Ok(Some(Entity {
+        id: table.get::<Option<String>>("id")?.unwrap_or_default(),
+        name: table.get(name_field)?,
+    }))
+}
+
+fn value_from_lua(value: LuaValue, depth: usize) -> Result<Value> {
+    if depth > 32 {
+        return Err(Error::msg("ctx value nests deeper than 32 tables"));
+    }
+    Ok(match value {
+        LuaValue::Nil => Value::Nil,
+        LuaValue::Boolean(b) => Value::Boolean(b),
+        LuaValue::Integer(i) => Value::Integer(i),
+        LuaValue::Number(n) => Value::Number(n),
+        LuaValue::String(s) => Value::String(s.as_bytes().to_vec()),
+        LuaValue::Table(t) => {
+            let mut pairs = Vec::new();
+            for pair in t.pairs::<LuaValue, LuaValue>() {
+                let (k, v) = pair?;
+                pairs.push((value_from_lua(k, depth + 1)?, value_from_lua(v, depth + 1)?));
+            }
+            Value::Table(pairs)
+        }
+        other => {
+            return Err(Error::msg(format!(
+                "a {} in kong.ctx cannot be read from Rust",
+                other.type_name()
+            )));
+        }
+    })
+}
+
+fn value_to_lua(lua: &Lua, value: Value) -> Result<LuaValue> {
+    Ok(match value {
+        Value::Nil => LuaValue::Nil,
+        Value::Boolean(b) => LuaValue::Boolean(b),
+        Value::Integer(i) => LuaValue::Integer(i),
+        Value::Number(n) => LuaValue::Number(n),
+        Value::String(s) => LuaValue::String(lua.create_string(s)?),
+        Value::Table(pairs) => {
+            let table = lua.create_table_with_capacity(0, pairs.len())?;
+            for (k, v) in pairs {
+                table.raw_set(value_to_lua(lua, k)?, value_to_lua(lua, v)?)?;
+            }
+            LuaValue::Table(table)
+        }
+    })
+}
+
+impl Pdk for LuaPdk<'_> {
+    fn log(&mut self) -> &mut dyn Log {
+        self
+    }
+    fn request(&mut self) -> &mut dyn Request {
+        self
+    }
+    fn response(&mut self) -> &mut dyn Response {
+        self
+    }
+    fn service_request(&mut self) -> &mut dyn ServiceRequest {
+        self
+    }
+    fn service_response(&mut self) -> &mut dyn ServiceResponse {
+        self
+    }
+    fn client(&mut self) -> &mut dyn Client {
+        self
+    }
+    fn ctx(&mut self) -> &mut dyn Ctx {
+        self
+    }
+    fn nginx(&mut self) -> &mut dyn Nginx {
+        self
+    }
+    fn router(&mut self) -> &mut dyn Router {
+        self
+    }
+}
+
+impl Log for LuaPdk<'_> {
+    fn log(&mut self, level: LogLevel, message: &str) -> Result<()> {
+        let id = match level {
+            LogLevel::Err => F::LogErr,
+            LogLevel::Warn => F::LogWarn,
+            LogLevel::Notice => F::LogNotice,
+            LogLevel::Info => F::LogInfo,
+            LogLevel::Debug => F::LogDebug,
+        };
+        self.call(id, message)
+    }
+}
+
+impl Request for LuaPdk<'_> {
+    fn get_header(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .call::<Option<BString>>(F::ReqGetHeader, name)?
+            .map(Into::into))
+    }
+    fn get_headers(&mut self) -> Result<Headers> {
+        headers_from(self.call(F::ReqGetHeaders, ())?)
+    }
+    fn get_method(&mut self) -> Result<String> {
+        self.call(F::ReqGetMethod, ())
+    }
+    fn get_path(&mut self) -> Result<Vec<u8>> {
+        Ok(self.call::<BString>(F::ReqGetPath, ())?.into())
+    }
+    fn get_path_with_query(&mut self) -> Result<Vec<u8>> {
+        Ok(self.call::<BString>(F::ReqGetPathWithQuery, ())?.into())
+    }
+    fn get_raw_query(&mut self) -> Result<Vec<u8>> {
+        Ok(self.call::<BString>(F::ReqGetRawQuery, ())?.into())
+    }
+    fn get_query_arg(&mut self, name: &str) -> Result<Option<QueryValue>> {
+        match self.call::<LuaValue>(F::ReqGetQueryArg, name)? {
+            LuaValue::Nil => Ok(None),
+            value => query_value(value).map(Some),
+        }
+    }
+    fn get_query(&mut self) -> Result<Vec<(Vec<u8>, QueryValue)>> {
+        let table: Table = self.call(F::ReqGetQuery, ())?;
+        let mut args = Vec::new();
+        for pair in table.pairs::<BString, LuaValue>() {
+            let (name, value) = pair?;
+            match value {
+                LuaValue::Table(values) => {
+                    for value in values.sequence_values::<LuaValue>() {
+                        args.push((name.to_vec(), query_value(value?)?));
+                    }
+                }
+                value => args.push((name.into(), query_value(value)?)),
+            }
+        }
+        Ok(args)
+    }
+    fn get_scheme(&mut self) -> Result<String> {
+        self.call(F::ReqGetScheme, ())
+    }
+    fn get_host(&mut self) -> Result<String> {
+        self.call(F::ReqGetHost, ())
+    }
+    fn get_port(&mut self) -> Result<u16> {
+        self.call(F::ReqGetPort, ())
+    }
+    fn get_http_version(&mut self) -> Result<Option<f64>> {
+        self.call(F::ReqGetHttpVersion, ())
+    }
+    fn get_raw_body(&mut self) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .call_checked::<BString>(F::ReqGetRawBody, ())?
+            .map(Into::into))
+    }
+    fn get_start_time(&mut self) -> Result<f64> {
+        self.call(F::ReqGetStartTime, ())
+    }
+}
+
+impl Response for LuaPdk<'_> {
+    fn get_status(&mut self) -> Result<u16> {
+        self.call(F::RespGetStatus, ())
+    }
+    fn get_header(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .call::<Option<BString>>(F::RespGetHeader, name)?
+            .map(Into::into))
+    }
+    fn get_headers(&mut self) -> Result<Headers> {
+        headers_from(self.call(F::RespGetHeaders, ())?)
+    }
+    fn set_status(&mut self, status: u16) -> Result<()> {
+        self.call(F::RespSetStatus, status)
+    }
+    fn set_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        self.call(F::RespSetHeader, (name, self.bytes(value)?))
+    }
+    fn add_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        self.call(F::RespAddHeader, (name, self.bytes(value)?))
+    }
+    fn clear_header(&mut self, name: &str) -> Result<()> {
+        self.call(F::RespClearHeader, name)
+    }
+}
+
+impl ServiceRequest for LuaPdk<'_> {
+    fn set_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        self.call(F::SreqSetHeader, (name, self.bytes(value)?))
+    }
+    fn add_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        self.call(F::SreqAddHeader, (name, self.bytes(value)?))
+    }
+    fn clear_header(&mut self, name: &str) -> Result<()> {
+        self.call(F::SreqClearHeader, name)
+    }
+    fn set_headers(&mut self, headers: &[(&str, &[u8])]) -> Result<()> {
+        let table = self.lua.create_table_with_capacity(0, headers.len())?;
+        for (name, value) in headers {
+            table.raw_set(*name, BStr::new(value))?;
+        }
+        self.call(F::SreqSetHeaders, table)
+    }
+    fn set_path(&mut self, path: &[u8]) -> Result<()> {
+        self.call(F::SreqSetPath, self.bytes(path)?)
+    }
+    fn set_raw_query(&mut self, query: &[u8]) -> Result<()> {
+        self.call(F::SreqSetRawQuery, self.bytes(query)?)
+    }
+    fn set_query(&mut self, args: &[(&[u8], &[u8])]) -> Result<()> {
+        let table = self.lua.create_table_with_capacity(0, args.len())?;
+        for (name, value) in args {
+            table.raw_set(BStr::new(name), BStr::new(value))?;
+        }
+        self.call(F::SreqSetQuery, table)
+    }
+    fn set_method(&mut self, method: &str) -> Result<()> {
+        self.call(F::SreqSetMethod, method)
+    }
+    fn set_raw_body(&mut self, body: &[u8]) -> Result<()> {
+        self.call(F::SreqSetRawBody, self.bytes(body)?)
+    }
+}
+
+impl ServiceResponse for LuaPdk<'_> {
+    fn get_status(&mut self) -> Result<Option<u16>> {
+        self.call(F::SrespGetStatus, ())
+    }
+    fn get_header(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .call::<Option<BString>>(F::SrespGetHeader, name)?
+            .map(Into::into))
+    }
+    fn get_headers(&mut self) -> Result<Headers> {
+        headers_from(self.call(F::SrespGetHeaders, ())?)
+    }
+    fn get_raw_body(&mut self) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .call_checked::<BString>(F::SrespGetRawBody, ())?
+            .map(Into::into))
+    }
+}
+
+impl Client for LuaPdk<'_> {
+    fn get_ip(&mut self) -> Result<String> {
+        self.call(F::CliGetIp, ())
+    }
+    fn get_forwarded_ip(&mut self) -> Result<String> {
+        self.call(F::CliGetForwardedIp, ())
+    }
+    fn get_port(&mut self) -> Result<u16> {
+        self.call(F::CliGetPort, ())
+    }
+    fn get_consumer(&mut self) -> Result<Option<Entity>> {
+        entity_from(self.call(F::CliGetConsumer, ())?, "username")
+    }
+    fn get_credential(&mut self) -> Result<Option<Entity>> {
+        entity_from(self.call(F::CliGetCredential, ())?, "name")
+    }
+}
+
+impl Ctx for LuaPdk<'_> {
+    fn shared_get(&mut self, key: &str) -> Result<Value> {
+        value_from_lua(self.shared_ctx()?.get(key)?, 0)
+    }
+    fn shared_set(&mut self, key: &str, value: Value) -> Result<()> {
+        Ok(self
+            .shared_ctx()?
+            .set(key, value_to_lua(self.lua, value)?)?)
+    }
+    fn plugin_get(&mut self, key: &str) -> Result<Value> {
+        value_from_lua(self.plugin_ctx()?.get(key)?, 0)
+    }
+    fn plugin_set(&mut self, key: &str, value: Value) -> Result<()> {
+        Ok(self
+            .plugin_ctx()?
+            .set(key, value_to_lua(self.lua, value)?)?)
+    }
+}
+
+impl Nginx for LuaPdk<'_> {
+    fn get_var(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .call::<Option<BString>>(F::NgxGetVar, name)?
+            .map(Into::into))
+    }
+}
+
+impl Router for LuaPdk<'_> {
+    fn get_route(&mut self) -> Result<Option<Entity>> {
+        entity_from(self.call(F::RouterGetRoute, ())?, "name")
+    }
+    fn get_service(&mut self) -> Result<Option<Entity>> {
+        entity_from(self.call(F::RouterGetService, ())?, "name")
+    }
+}

@@ -1,0 +1,325 @@
+//! The PDK handle a plugin receives in every phase: Kong's `kong.*` API,
+//! typed and byte-safe.
+//!
+//! [`Pdk`] groups Kong's namespaces the way Kong does:
+//! `kong.request.get_header("x")` is `kong.request().get_header("x")`,
+//! `kong.service.request.set_header(…)` is `kong.service_request().set_header(…)`.
+//! Header values, paths and bodies are bytes (`Vec<u8>`/`&[u8]`), never
+//! `String`: HTTP does not promise UTF-8, and nothing here converts lossily.
+//!
+//! Two implementations: [`LuaPdk`](lua::LuaPdk) calls the real `kong` global
+//! inside the worker, and [`MockPdk`](mock::MockPdk) serves canned requests and
+//! records every call for `cargo test`.
+//!
+//! Every call returns a [`Result`]: a Lua error raised by Kong (a call not
+//! allowed in the current phase, say) reaches the Rust code as an `Err`.
+//!
+//! What is deferred: `kong.response.exit` yields inside Kong's access phase,
+//! and Rust cannot yield, so it is not a PDK call here but a phase's return
+//! value ([`Flow::Exit`](crate::Flow::Exit)). Reading the request body may
+//! yield too: set [`Plugin::READS_REQUEST_BODY`](crate::Plugin::READS_REQUEST_BODY)
+//! and the Lua side reads it before entering Rust.
+
+pub mod lua;
+pub mod mock;
+
+use crate::error::Result;
+
+/// Header name/value pairs. Names are as Kong reports them (lower-case for
+/// request headers); a header sent several times appears once per value.
+pub type Headers = Vec<(String, Vec<u8>)>;
+
+/// The `kong` global, as seen from a phase method.
+pub trait Pdk {
+    /// `kong.log`.
+    fn log(&mut self) -> &mut dyn Log;
+    /// `kong.request`: the client's request.
+    fn request(&mut self) -> &mut dyn Request;
+    /// `kong.response`: the response to the client.
+    fn response(&mut self) -> &mut dyn Response;
+    /// `kong.service.request`: the request Kong sends upstream.
+    fn service_request(&mut self) -> &mut dyn ServiceRequest;
+    /// `kong.service.response`: the upstream's response.
+    fn service_response(&mut self) -> &mut dyn ServiceResponse;
+    /// `kong.client`: the client connection and the authenticated consumer.
+    fn client(&mut self) -> &mut dyn Client;
+    /// `kong.ctx.shared` and `kong.ctx.plugin`.
+    fn ctx(&mut self) -> &mut dyn Ctx;
+    /// `kong.nginx`.
+    fn nginx(&mut self) -> &mut dyn Nginx;
+    /// `kong.router`.
+    fn router(&mut self) -> &mut dyn Router;
+}
+
+/// Log levels of `kong.log`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    /// `kong.log.err`
+    Err,
+    /// `kong.log.warn`
+    Warn,
+    /// `kong.log.notice`
+    Notice,
+    /// `kong.log.info`
+    Info,
+    /// `kong.log.debug`
+    Debug,
+}
+
+impl LogLevel {
+    /// The `kong.log` function name for this level.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Err => "err",
+            LogLevel::Warn => "warn",
+            LogLevel::Notice => "notice",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
+}
+
+/// `kong.log`: writes to the nginx error log, prefixed with the plugin name by Kong.
+pub trait Log {
+    /// Logs `message` at `level`.
+    ///
+    /// # Errors
+    /// When the Lua side raises.
+    fn log(&mut self, level: LogLevel, message: &str) -> Result<()>;
+
+    /// `kong.log.err`.
+    ///
+    /// # Errors
+    /// When the Lua side raises.
+    fn err(&mut self, message: &str) -> Result<()> {
+        self.log(LogLevel::Err, message)
+    }
+    /// `kong.log.warn`.
+    ///
+    /// # Errors
+    /// When the Lua side raises.
+    fn warn(&mut self, message: &str) -> Result<()> {
+        self.log(LogLevel::Warn, message)
+    }
+    /// `kong.log.notice`.
+    ///
+    /// # Errors
+    /// When the Lua side raises.
+    fn notice(&mut self, message: &str) -> Result<()> {
+        self.log(LogLevel::Notice, message)
+    }
+    /// `kong.log.info`.
+    ///
+    /// # Errors
+    /// When the Lua side raises.
+    fn info(&mut self, message: &str) -> Result<()> {
+        self.log(LogLevel::Info, message)
+    }
+    /// `kong.log.debug`.
+    ///
+    /// # Errors
+    /// When the Lua side raises.
+    fn debug(&mut self, message: &str) -> Result<()> {
+        self.log(LogLevel::Debug, message)
+    }
+}
+
+/// A query-string argument's value (`kong.request.get_query_arg`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueryValue {
+    /// `?flag` with no `=`: Kong returns `true`.
+    Flag,
+    /// `?name=value` (the value may be empty).
+    Value(Vec<u8>),
+}
+
+/// `kong.request`: the request as the client sent it.
+///
+/// Every method's `# Errors`: when the Lua side raises, e.g. the call is not
+/// available in the current phase.
+pub trait Request {
+    /// `get_header(name)`: the first value of header `name` (case-insensitive).
+    fn get_header(&mut self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// `get_headers()`: every header, one pair per value.
+    fn get_headers(&mut self) -> Result<Headers>;
+    /// `get_method()`: `"GET"`, `"POST"`, …
+    fn get_method(&mut self) -> Result<String>;
+    /// `get_path()`: the normalised path, without the query.
+    fn get_path(&mut self) -> Result<Vec<u8>>;
+    /// `get_path_with_query()`: path and `?query` when there is one.
+    fn get_path_with_query(&mut self) -> Result<Vec<u8>>;
+    /// `get_raw_query()`: the query string without `?` (empty when none).
+    fn get_raw_query(&mut self) -> Result<Vec<u8>>;
+    /// `get_query_arg(name)`: the first value of query argument `name`.
+    fn get_query_arg(&mut self, name: &str) -> Result<Option<QueryValue>>;
+    /// `get_query()`: every query argument, one pair per value.
+    fn get_query(&mut self) -> Result<Vec<(Vec<u8>, QueryValue)>>;
+    /// `get_scheme()`: `"http"` or `"https"`.
+    fn get_scheme(&mut self) -> Result<String>;
+    /// `get_host()`: the host the client asked for.
+    fn get_host(&mut self) -> Result<String>;
+    /// `get_port()`: the port the client connected to.
+    fn get_port(&mut self) -> Result<u16>;
+    /// `get_http_version()`: `1.0`, `1.1`, `2.0`…
+    fn get_http_version(&mut self) -> Result<Option<f64>>;
+    /// `get_raw_body()`: the body, `None` when absent or buffered to a file
+    /// larger than Kong will read. Needs [`Plugin::READS_REQUEST_BODY`](crate::Plugin::READS_REQUEST_BODY).
+    fn get_raw_body(&mut self) -> Result<Option<Vec<u8>>>;
+    /// `get_start_time()`: when the request started, in ms since the epoch.
+    fn get_start_time(&mut self) -> Result<f64>;
+}
+
+/// `kong.response`: the response Kong sends to the client.
+///
+/// Every method's `# Errors`: when the Lua side raises, e.g. headers were
+/// already sent or the value is not allowed.
+pub trait Response {
+    /// `get_status()`.
+    fn get_status(&mut self) -> Result<u16>;
+    /// `get_header(name)`: the first value.
+    fn get_header(&mut self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// `get_headers()`: every header, one pair per value.
+    fn get_headers(&mut self) -> Result<Headers>;
+    /// `set_status(status)`.
+    fn set_status(&mut self, status: u16) -> Result<()>;
+    /// `set_header(name, value)`: replaces any existing value.
+    fn set_header(&mut self, name: &str, value: &[u8]) -> Result<()>;
+    /// `add_header(name, value)`: adds a value, keeping existing ones.
+    fn add_header(&mut self, name: &str, value: &[u8]) -> Result<()>;
+    /// `clear_header(name)`.
+    fn clear_header(&mut self, name: &str) -> Result<()>;
+}
+
+/// `kong.service.request`: the request Kong will send upstream.
+///
+/// Every method's `# Errors`: when the Lua side raises, e.g. the call is
+/// made after the request was sent.
+pub trait ServiceRequest {
+    /// `set_header(name, value)`.
+    fn set_header(&mut self, name: &str, value: &[u8]) -> Result<()>;
+    /// `add_header(name, value)`.
+    fn add_header(&mut self, name: &str, value: &[u8]) -> Result<()>;
+    /// `clear_header(name)`.
+    fn clear_header(&mut self, name: &str) -> Result<()>;
+    /// `set_headers(headers)`: sets each header, replacing existing values.
+    fn set_headers(&mut self, headers: &[(&str, &[u8])]) -> Result<()>;
+    /// `set_path(path)`.
+    fn set_path(&mut self, path: &[u8]) -> Result<()>;
+    /// `set_raw_query(query)`.
+    fn set_raw_query(&mut self, query: &[u8]) -> Result<()>;
+    /// `set_query(args)`: replaces the query with these arguments.
+    fn set_query(&mut self, args: &[(&[u8], &[u8])]) -> Result<()>;
+    /// `set_method(method)`.
+    fn set_method(&mut self, method: &str) -> Result<()>;
+    /// `set_raw_body(body)`.
+    fn set_raw_body(&mut self, body: &[u8]) -> Result<()>;
+}
+
+/// `kong.service.response`: what the upstream answered.
+///
+/// Every method's `# Errors`: when the Lua side raises.
+pub trait ServiceResponse {
+    /// `get_status()`: `None` before the upstream answered.
+    fn get_status(&mut self) -> Result<Option<u16>>;
+    /// `get_header(name)`: the first value.
+    fn get_header(&mut self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// `get_headers()`.
+    fn get_headers(&mut self) -> Result<Headers>;
+    /// `get_raw_body()`: only in the `response` phase (buffered proxying).
+    fn get_raw_body(&mut self) -> Result<Option<Vec<u8>>>;
+}
+
+/// A Kong entity reference: id and optional name (routes, services, consumers, credentials).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Entity {
+    /// The entity's UUID.
+    pub id: String,
+    /// Its `name` (`username` for consumers), when it has one.
+    pub name: Option<String>,
+}
+
+/// `kong.client`: the connection and the authenticated consumer.
+///
+/// Every method's `# Errors`: when the Lua side raises.
+pub trait Client {
+    /// `get_ip()`: the peer address.
+    fn get_ip(&mut self) -> Result<String>;
+    /// `get_forwarded_ip()`: the client address after trusted proxies.
+    fn get_forwarded_ip(&mut self) -> Result<String>;
+    /// `get_port()`: the peer port.
+    fn get_port(&mut self) -> Result<u16>;
+    /// `get_consumer()`: the authenticated consumer (`name` is its username).
+    fn get_consumer(&mut self) -> Result<Option<Entity>>;
+    /// `get_credential()`: the credential that authenticated it.
+    fn get_credential(&mut self) -> Result<Option<Entity>>;
+}
+
+/// A value stored in `kong.ctx`, shared with Lua plugins.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// `nil`.
+    Nil,
+    /// A boolean.
+    Boolean(bool),
+    /// An integral number.
+    Integer(i64),
+    /// A floating point number.
+    Number(f64),
+    /// A Lua string: bytes.
+    String(Vec<u8>),
+    /// A Lua table, as its key/value pairs (order unspecified).
+    Table(Vec<(Value, Value)>),
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Self {
+        Value::String(value.as_bytes().to_vec())
+    }
+}
+
+impl From<i64> for Value {
+    fn from(value: i64) -> Self {
+        Value::Integer(value)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(value: bool) -> Self {
+        Value::Boolean(value)
+    }
+}
+
+/// `kong.ctx.shared` (shared by all plugins of a request) and `kong.ctx.plugin`
+/// (this plugin's own, per request).
+///
+/// Every method's `# Errors`: when the Lua side raises, or a Lua value has a
+/// type [`Value`] cannot hold (functions, userdata).
+pub trait Ctx {
+    /// `kong.ctx.shared[key]`.
+    fn shared_get(&mut self, key: &str) -> Result<Value>;
+    /// `kong.ctx.shared[key] = value`.
+    fn shared_set(&mut self, key: &str, value: Value) -> Result<()>;
+    /// `kong.ctx.plugin[key]`.
+    fn plugin_get(&mut self, key: &str) -> Result<Value>;
+    /// `kong.ctx.plugin[key] = value`.
+    fn plugin_set(&mut self, key: &str, value: Value) -> Result<()>;
+}
+
+/// `kong.nginx`.
+pub trait Nginx {
+    /// `kong.nginx.get_var(name)` (`ngx.var[name]`).
+    ///
+    /// # Errors
+    /// When the Lua side raises.
+    fn get_var(&mut self, name: &str) -> Result<Option<Vec<u8>>>;
+}
+
+/// `kong.router`: what the router matched.
+///
+/// Every method's `# Errors`: when the Lua side raises.
+pub trait Router {
+    /// `get_route()`: the matched route.
+    fn get_route(&mut self) -> Result<Option<Entity>>;
+    /// `get_service()`: the matched route's service.
+    fn get_service(&mut self) -> Result<Option<Entity>>;
+}

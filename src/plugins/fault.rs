@@ -1,0 +1,123 @@
+//! `rs-fault` (tests only): fails on purpose in the configured phase, to
+//! prove that failures are answered like Kong answers a failed plugin.
+
+use crate::{Flow, Pdk, Phase, Plugin, Result};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// Which phase fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultPhase {
+    /// `rewrite`
+    Rewrite,
+    /// `access`
+    Access,
+    /// `header_filter`
+    HeaderFilter,
+    /// `body_filter`
+    BodyFilter,
+    /// `response`
+    Response,
+    /// `log`
+    Log,
+}
+
+/// How it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultMode {
+    /// Return `Err`.
+    Err,
+    /// `panic!`.
+    Panic,
+    /// Call a PDK function with arguments Kong rejects, and return its `Err`.
+    PdkError,
+}
+
+/// Configuration of `rs-fault`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct FaultConfig {
+    /// The phase that fails.
+    pub phase: FaultPhase,
+    /// How it fails.
+    pub mode: FaultMode,
+}
+
+/// The test-only failing plugin.
+#[derive(Debug)]
+pub struct Fault {
+    phase: Phase,
+    mode: FaultMode,
+}
+
+impl Fault {
+    fn maybe_fail(&self, kong: &mut dyn Pdk, phase: Phase) -> Result<()> {
+        if phase != self.phase {
+            return Ok(());
+        }
+        match self.mode {
+            FaultMode::Err => Err(format!("rs-fault: deliberate error in {phase}").into()),
+            FaultMode::Panic => panic!("rs-fault: deliberate panic in {phase}"),
+            // Status 0 is out of range for kong.response.set_status, which raises.
+            FaultMode::PdkError => kong.response().set_status(0),
+        }
+    }
+}
+
+#[crate::plugin]
+impl Plugin for Fault {
+    type Config = FaultConfig;
+    type State = ();
+    const NAME: &'static str = "rs-fault";
+    const VERSION: &'static str = "0.1.0";
+    const PRIORITY: i32 = 5;
+
+    fn new(config: FaultConfig) -> Result<Self> {
+        let phase = match config.phase {
+            FaultPhase::Rewrite => Phase::Rewrite,
+            FaultPhase::Access => Phase::Access,
+            FaultPhase::HeaderFilter => Phase::HeaderFilter,
+            FaultPhase::BodyFilter => Phase::BodyFilter,
+            FaultPhase::Response => Phase::Response,
+            FaultPhase::Log => Phase::Log,
+        };
+        Ok(Fault {
+            phase,
+            mode: config.mode,
+        })
+    }
+
+    fn rewrite(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
+        self.maybe_fail(kong, Phase::Rewrite)
+            .map(|()| Flow::Continue)
+    }
+
+    fn access(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
+        self.maybe_fail(kong, Phase::Access)
+            .map(|()| Flow::Continue)
+    }
+
+    fn header_filter(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<()> {
+        self.maybe_fail(kong, Phase::HeaderFilter)
+    }
+
+    fn body_filter(
+        &self,
+        kong: &mut dyn Pdk,
+        _state: &mut (),
+        _chunk: &[u8],
+        _eof: bool,
+    ) -> Result<Option<Vec<u8>>> {
+        self.maybe_fail(kong, Phase::BodyFilter).map(|()| None)
+    }
+
+    fn response(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
+        self.maybe_fail(kong, Phase::Response)
+            .map(|()| Flow::Continue)
+    }
+
+    fn log(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<()> {
+        self.maybe_fail(kong, Phase::Log)
+    }
+}

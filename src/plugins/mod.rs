@@ -1,0 +1,19 @@
+//! The plugins this rock ships, written only against the public API.
+
+mod file_log;
+mod hello;
+
+#[cfg(feature = "test-plugins")]
+mod fault;
+
+pub use file_log::{FileLog, FileLogConfig};
+pub use hello::{Hello, HelloConfig};
+
+#[cfg(feature = "test-plugins")]
+pub use fault::{Fault, FaultConfig};
+
+#[cfg(all(feature = "bundled", not(feature = "test-plugins")))]
+crate::export_plugins!(luaopen_kong_rs_plugins: Hello, FileLog);
+
+#[cfg(feature = "test-plugins")]
+crate::export_plugins!(luaopen_kong_rs_plugins: Hello, FileLog, Fault);
