@@ -147,13 +147,22 @@ struct StateBox<S>(S);
 
 impl<S: 'static> UserData for StateBox<S> {}
 
-/// Deserialises `conf` and runs the constructor.
-fn build<P: Plugin>(lua: &Lua, conf: LuaValue) -> Result<P, String> {
+/// Deserialises `conf` and runs the constructor. A deserialisation error
+/// names the field (`config.deny_status: invalid type: …`).
+fn build<P: Plugin>(conf: LuaValue) -> Result<P, String> {
     let options = mlua::serde::DeserializeOptions::new()
         .deny_unsupported_types(false)
         .deny_recursive_tables(true);
-    let config: P::Config = mlua::serde::LuaSerdeExt::from_value_with(lua, conf, options)
-        .map_err(|e| format!("invalid config: {}", Error::from(e)))?;
+    let deserializer = mlua::serde::Deserializer::new_with_options(conf, options);
+    let config: P::Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = Error::from(e.into_inner());
+        if path == "." {
+            format!("config: {inner}")
+        } else {
+            format!("config.{path}: {inner}")
+        }
+    })?;
     match catch_unwind(AssertUnwindSafe(|| P::new(config))) {
         Ok(Ok(plugin)) => Ok(plugin),
         Ok(Err(e)) => Err(e.to_string()),
@@ -188,7 +197,7 @@ fn factory<P: Plugin>(
         "new",
         lua.create_function(move |lua, conf: LuaValue| {
             new_counters.built.set(new_counters.built.get() + 1);
-            match build::<P>(lua, conf) {
+            match build::<P>(conf) {
                 Ok(plugin) => {
                     new_counters.live.set(new_counters.live.get() + 1);
                     let instance = Instance {
@@ -203,7 +212,7 @@ fn factory<P: Plugin>(
     )?;
     factory.set(
         "validate",
-        lua.create_function(|lua, conf: LuaValue| match build::<P>(lua, conf) {
+        lua.create_function(|lua, conf: LuaValue| match build::<P>(conf) {
             Ok(_) => Ok((true, None)),
             Err(message) => Ok((false, Some(message))),
         })?,

@@ -83,6 +83,7 @@ impl From<mlua::Error> for Error {
         let message = match &error {
             mlua::Error::RuntimeError(text) => text.clone(),
             mlua::Error::CallbackError { cause, .. } => cause.to_string(),
+            mlua::Error::DeserializeError(text) => text.clone(),
             other => other.to_string(),
         };
         Error {

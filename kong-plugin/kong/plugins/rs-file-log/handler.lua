@@ -1,0 +1,2 @@
+-- rs-file-log: the handler runs in Rust (src/plugins/); see kong_rs/handler.lua.
+return require("kong_rs.handler").new("kong_rs_plugins", "rs-file-log")
