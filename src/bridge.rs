@@ -212,7 +212,7 @@ fn factory<P: Plugin>(
     )?;
     factory.set(
         "validate",
-        lua.create_function(|lua, conf: LuaValue| match build::<P>(conf) {
+        lua.create_function(|_, conf: LuaValue| match build::<P>(conf) {
             Ok(_) => Ok((true, None)),
             Err(message) => Ok((false, Some(message))),
         })?,

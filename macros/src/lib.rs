@@ -54,10 +54,10 @@ pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
                     "#[kong_rs::plugin] derives `PHASES` from the methods; do not write it by hand",
                 );
             }
-            if previous_was_fn {
-                if let Some((_, variant)) = PHASES.iter().find(|(method, _)| *method == name) {
-                    found.push(*variant);
-                }
+            if previous_was_fn
+                && let Some((_, variant)) = PHASES.iter().find(|(method, _)| *method == name)
+            {
+                found.push(*variant);
             }
             previous_was_fn = name == "fn";
             previous_was_const = name == "const";

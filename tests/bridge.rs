@@ -1,0 +1,222 @@
+//! The bridge in a real Lua state (the system LuaJIT), without nginx: module
+//! table, phase dispatch, deferred exits, errors and panics, per-request state.
+
+use kong_rs::{Flow, ModuleBuilder, Pdk, Phase, Plugin, Result, Value};
+use mlua::{Lua, Table};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+#[derive(Deserialize, JsonSchema)]
+struct CounterConfig {
+    /// What to do in access: "continue", "exit", "err", "panic" or "lua_error".
+    action: String,
+}
+
+/// Counts the phases of a request in its state and reports it in log.
+struct Counter {
+    action: String,
+}
+
+#[derive(Default)]
+struct Seen {
+    phases: Vec<&'static str>,
+}
+
+#[kong_rs::plugin]
+impl Plugin for Counter {
+    type Config = CounterConfig;
+    type State = Seen;
+    const NAME: &'static str = "counter";
+    const VERSION: &'static str = "1.2.3";
+    const PRIORITY: i32 = 42;
+
+    fn new(config: CounterConfig) -> Result<Self> {
+        Ok(Counter {
+            action: config.action,
+        })
+    }
+
+    // Declared out of Kong's order on purpose: PHASES must still be ordered.
+    fn log(&self, kong: &mut dyn Pdk, state: &mut Seen) -> Result<()> {
+        state.phases.push("log");
+        let seen = state.phases.join(",");
+        kong.ctx().shared_set("seen", Value::from(seen.as_str()))
+    }
+
+    fn access(&self, kong: &mut dyn Pdk, state: &mut Seen) -> Result<Flow> {
+        state.phases.push("access");
+        match self.action.as_str() {
+            "exit" => Ok(Flow::Exit(
+                kong_rs::Exit::new(418).body("teapot").header("x-why", "tea"),
+            )),
+            "err" => Err("access refused on purpose".into()),
+            "panic" => panic!("boom"),
+            "lua_error" => kong.response().set_status(0).map(|()| Flow::Continue),
+            _ => {
+                let host = kong.request().get_header("host")?.unwrap_or_default();
+                kong.service_request().set_header("x-host-seen", &host)?;
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    fn header_filter(&self, _kong: &mut dyn Pdk, state: &mut Seen) -> Result<()> {
+        state.phases.push("header_filter");
+        Ok(())
+    }
+}
+
+const STUB: &str = r#"
+    local upstream = {}
+    kong = {
+      request = { get_header = function(name) return ({ host = "h\255st" })[name] end },
+      response = {
+        set_status = function(s)
+          if s < 100 then error("code must be a number between 100 and 599") end
+        end,
+      },
+      service = { request = { set_header = function(k, v) upstream[k] = v end } },
+      ctx = { plugin = {}, shared = {} },
+    }
+    return upstream
+"#;
+
+fn module(lua: &Lua) -> Table {
+    let mut builder = ModuleBuilder::new(lua).expect("builder");
+    builder.add::<Counter>().expect("add");
+    builder.finish().expect("module")
+}
+
+fn factory(lua: &Lua) -> Table {
+    let plugins: Table = module(lua).get("plugins").expect("plugins");
+    plugins.get("counter").expect("counter factory")
+}
+
+fn instance(lua: &Lua, factory: &Table, action: &str) -> mlua::Value {
+    let conf = lua.create_table().expect("conf");
+    conf.set("action", action).expect("set");
+    let new: mlua::Function = factory.get("new").expect("new");
+    new.call(conf).expect("instance")
+}
+
+fn access(lua: &Lua, factory: &Table, action: &str) -> mlua::MultiValue {
+    let run: mlua::Function = factory.get("access").expect("access");
+    run.call(instance(lua, factory, action)).expect("dispatch never raises")
+}
+
+#[test]
+fn the_factory_describes_the_plugin() {
+    let lua = Lua::new();
+    let factory = factory(&lua);
+    assert_eq!(factory.get::<String>("name").unwrap(), "counter");
+    assert_eq!(factory.get::<String>("version").unwrap(), "1.2.3");
+    assert_eq!(factory.get::<i64>("priority").unwrap(), 42);
+    let phases: Vec<String> = factory.get("phases").unwrap();
+    assert_eq!(phases, ["access", "header_filter", "log"]);
+    assert_eq!(Counter::PHASES, &[Phase::Access, Phase::HeaderFilter, Phase::Log]);
+    let schema: Table = factory.get("schema").unwrap();
+    assert_eq!(schema.get::<String>("type").unwrap(), "record");
+}
+
+#[test]
+fn continue_returns_nothing_and_bytes_cross_unchanged() {
+    let lua = Lua::new();
+    let upstream: Table = lua.load(STUB).eval().unwrap();
+    let values = access(&lua, &factory(&lua), "continue");
+    assert!(values.is_empty(), "continue returns no values");
+    let seen: mlua::String = upstream.get("x-host-seen").unwrap();
+    assert_eq!(&*seen.as_bytes(), b"h\xffst");
+}
+
+#[test]
+fn an_exit_is_returned_for_the_lua_side_to_perform() {
+    let lua = Lua::new();
+    lua.load(STUB).exec().unwrap();
+    let values = access(&lua, &factory(&lua), "exit").into_vec();
+    assert_eq!(values[0].as_i64(), Some(418));
+    assert_eq!(values[1].as_string().unwrap().to_str().unwrap(), "teapot");
+    let headers = values[2].as_table().unwrap();
+    assert_eq!(headers.get::<String>("x-why").unwrap(), "tea");
+}
+
+#[test]
+fn err_panic_and_lua_errors_come_back_as_false_and_a_message() {
+    let lua = Lua::new();
+    lua.load(STUB).exec().unwrap();
+    let factory = factory(&lua);
+    for (action, expected) in [
+        ("err", "access refused on purpose"),
+        ("panic", "panicked: boom"),
+        ("lua_error", "code must be a number between 100 and 599"),
+    ] {
+        let values = access(&lua, &factory, action).into_vec();
+        assert_eq!(values[0], mlua::Value::Boolean(false), "{action}");
+        let message = values[1].as_string().unwrap().to_str().unwrap().to_string();
+        assert!(message.contains(expected), "{action}: {message}");
+    }
+}
+
+#[test]
+fn state_is_carried_across_the_phases_of_one_request_only() {
+    let lua = Lua::new();
+    lua.load(STUB).exec().unwrap();
+    let factory = factory(&lua);
+    let instance = instance(&lua, &factory, "continue");
+    let run = |phase: &str| {
+        let f: mlua::Function = factory.get(phase).unwrap();
+        let _: mlua::MultiValue = f.call(&instance).unwrap();
+    };
+    run("access");
+    run("header_filter");
+    run("log");
+    let seen: String = lua.load("return kong.ctx.shared.seen").eval().unwrap();
+    assert_eq!(seen, "access,header_filter,log");
+
+    // A new request: Kong gives it a new kong.ctx.plugin table.
+    lua.load("kong.ctx.plugin = {}").exec().unwrap();
+    run("log");
+    let seen: String = lua.load("return kong.ctx.shared.seen").eval().unwrap();
+    assert_eq!(seen, "log");
+}
+
+#[test]
+fn constructor_counts_and_drops_are_visible() {
+    let lua = Lua::new();
+    let factory = factory(&lua);
+    let stats: mlua::Function = factory.get("stats").unwrap();
+    let instance = instance(&lua, &factory, "continue");
+    let s: Table = stats.call(()).unwrap();
+    assert_eq!((s.get::<u64>("built").unwrap(), s.get::<u64>("live").unwrap()), (1, 1));
+    drop(instance);
+    lua.gc_collect().unwrap();
+    lua.gc_collect().unwrap();
+    let s: Table = stats.call(()).unwrap();
+    assert_eq!((s.get::<u64>("built").unwrap(), s.get::<u64>("live").unwrap()), (1, 0));
+}
+
+#[test]
+fn invalid_configs_are_refused_with_the_field_named() {
+    let lua = Lua::new();
+    let factory = factory(&lua);
+    let validate: mlua::Function = factory.get("validate").unwrap();
+    let conf = lua.create_table().unwrap();
+    conf.set("action", 5).unwrap();
+    let (ok, err): (bool, String) = validate.call(conf).unwrap();
+    assert!(!ok);
+    assert!(err.starts_with("config.action: invalid type"), "{err}");
+}
+
+#[test]
+fn the_dump_is_json_and_duplicate_names_are_refused() {
+    let lua = Lua::new();
+    let dump: mlua::Function = module(&lua).get("dump").unwrap();
+    let json: String = dump.call(()).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed[0]["name"], "counter");
+    assert_eq!(parsed[0]["phases"], serde_json::json!(["access", "header_filter", "log"]));
+
+    let mut builder = ModuleBuilder::new(&lua).unwrap();
+    builder.add::<Counter>().unwrap();
+    let err = builder.add::<Counter>().err().expect("second add refused");
+    assert!(err.to_string().contains("exported twice"));
+}
