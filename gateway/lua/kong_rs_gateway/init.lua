@@ -1,0 +1,360 @@
+-- The gateway's nginx entry points, shaped like Kong's (kong/init.lua):
+-- init, init_worker, rewrite, access (with buffered proxying for the
+-- `response` phase), balancer, header_filter, body_filter, log, plus the
+-- Admin API and the error handler.
+local store = require "kong_rs_gateway.store"
+local plugins = require "kong_rs_gateway.plugins"
+local runner = require "kong_rs_gateway.runner"
+local router = require "kong_rs_gateway.router"
+local pdk = require "kong_rs_gateway.pdk"
+local phases = require "kong_rs_gateway.pdk.phases"
+local response = require "kong_rs_gateway.pdk.response"
+local balancer = require "ngx.balancer"
+
+local ngx = ngx
+local var = ngx.var
+local req = ngx.req
+local log = ngx.log
+local ERR = ngx.ERR
+local type = type
+local pairs = pairs
+local xpcall = xpcall
+local traceback = debug.traceback
+local co_create = coroutine.create
+local co_resume = coroutine.resume
+local find = string.find
+local sub = string.sub
+local lower = string.lower
+local send = response.send
+
+local PHASES = phases.phases
+local REWRITE, ACCESS, RESPONSE = PHASES.rewrite, PHASES.access, PHASES.response
+local HEADER_FILTER, BODY_FILTER, LOG = PHASES.header_filter, PHASES.body_filter, PHASES.log
+local BALANCER, ERROR = PHASES.balancer, PHASES.error
+
+local UNEXPECTED = { message = "An unexpected error occurred" }
+
+local _M = {}
+
+local opts_global
+
+local function read_or_create_node_id(prefix)
+  local path = prefix .. "/kong.id"
+  local f = io.open(path, "r")
+  if f then
+    local id = f:read("*l")
+    f:close()
+    if id and #id == 36 then return id end
+  end
+  local id = require("kong_rs_gateway.schema").uuid()
+  f = assert(io.open(path, "w"))
+  f:write(id, "\n")
+  f:close()
+  return id
+end
+
+--- init_by_lua (master): load plugins and the configuration, build `kong`.
+function _M.init(opts)
+  opts_global = opts
+  local ok, err = plugins.load(plugins.parse_list(opts.plugins))
+  if not ok then
+    error("kong-rs-gateway: " .. err, 0)
+  end
+  local hostname = (io.popen("hostname"):read("*l")) or "localhost"
+  _G.kong = pdk.new({
+    node_id = read_or_create_node_id(opts.prefix),
+    hostname = hostname,
+    configuration = { prefix = opts.prefix, plugins = plugins.enabled_names() },
+  })
+  ok, err = store.init(opts)
+  if not ok then
+    error("kong-rs-gateway: " .. err, 0)
+  end
+end
+
+function _M.init_worker()
+  store.set_prefix(opts_global.prefix)
+  local ok, err = runner.refresh()
+  if not ok then
+    log(ERR, "kong-rs-gateway: cannot load configuration: ", err)
+  end
+  -- plugins' init_worker, like Kong (errors are logged, not fatal)
+  for _, p in ipairs(plugins.ordered()) do
+    if type(p.handler.init_worker) == "function" then
+      local pok, perr = pcall(p.handler.init_worker, p.handler)
+      if not pok then
+        log(ERR, "[kong] [", p.name, "] init_worker failed: ", perr)
+      end
+    end
+  end
+end
+
+-- A per-worker table of request contexts, so the error page location
+-- (an internal redirect, which drops ngx.ctx) can find the request's.
+local stash, stash_seq = {}, 0
+
+local function stash_ctx(ctx)
+  stash_seq = stash_seq + 1
+  local ref = tostring(stash_seq)
+  stash[ref] = ctx
+  ctx.KONG_CTX_REF = ref
+  var.kong_rs_ctx_ref = ref
+end
+
+local function fail(err)
+  log(ERR, "[kong] ", err)
+  local ctx = ngx.ctx
+  ctx.KONG_UNEXPECTED = true
+  if ngx.headers_sent then
+    return ngx.exit(ngx.ERROR)
+  end
+  ctx.delay_response = nil
+  local phase = ctx.KONG_PHASE
+  if phase ~= REWRITE and phase ~= ACCESS and phase ~= RESPONSE then
+    ctx.KONG_PHASE = ACCESS
+  end
+  return send(500, UNEXPECTED)
+end
+
+local function run(ctx, list, phase)
+  ctx.KONG_PHASE = phase
+  for i = 1, #list do
+    local item = list[i]
+    ctx.KONG_PLUGIN = item.name
+    ctx.KONG_PLUGIN_KEY = item.handler
+    item.fn(item.handler, item.conf)
+  end
+  ctx.KONG_PLUGIN = nil
+  ctx.KONG_PLUGIN_KEY = nil
+end
+
+local function plan_of(ctx)
+  return ctx.plugins or runner.global_plan()
+end
+
+local function rewrite()
+  local ctx = ngx.ctx
+  ctx.KONG_PROCESSING_START = req.start_time() * 1000
+  ctx.KONG_PHASE = REWRITE
+  stash_ctx(ctx)
+  local ok, err = runner.refresh()
+  if not ok then
+    return fail("cannot refresh configuration: " .. tostring(err))
+  end
+  -- only global plugins run in rewrite: no route is known yet (Kong does the same)
+  run(ctx, runner.global_plan().rewrite, REWRITE)
+end
+
+function _M.rewrite()
+  local ok, err = xpcall(rewrite, traceback)
+  if not ok then
+    return fail(err)
+  end
+end
+
+local METHOD_IDS = {
+  GET = ngx.HTTP_GET, HEAD = ngx.HTTP_HEAD, PUT = ngx.HTTP_PUT, POST = ngx.HTTP_POST,
+  DELETE = ngx.HTTP_DELETE, OPTIONS = ngx.HTTP_OPTIONS, PATCH = ngx.HTTP_PATCH,
+  TRACE = ngx.HTTP_TRACE,
+}
+
+local HOP_BY_HOP = {
+  ["connection"] = true, ["keep-alive"] = true, ["proxy-connection"] = true,
+  ["te"] = true, ["trailer"] = true, ["transfer-encoding"] = true, ["upgrade"] = true,
+  ["content-length"] = true,
+}
+
+-- Buffered proxying for plugins with a `response` handler. Kong does this
+-- with ngx.location.capture to an internal location (kong/init.lua
+-- Kong.response); stock nginx + lua-nginx-module allows the same. The whole
+-- upstream body is held in memory (subrequest_output_buffer_size).
+local function buffered_proxy(ctx, plan)
+  req.read_body()
+  local method = req.get_method()
+  local res = ngx.location.capture("/kong_buffered_http", {
+    method = METHOD_IDS[method] or ngx.HTTP_GET,
+    always_forward_body = true,
+    share_all_vars = true,
+    ctx = ctx,
+  })
+  if res.truncated and method ~= "HEAD" then
+    ctx.KONG_PHASE = ERROR
+    return send(502, { message = "An invalid response was received from the upstream server" })
+  end
+  ctx.KONG_PROXIED = true
+  ctx.buffered_status = res.status
+  ctx.buffered_headers = res.header
+  ctx.buffered_body = res.body
+  ngx.status = res.status
+  for k, v in pairs(res.header) do
+    if not HOP_BY_HOP[lower(k)] then
+      ngx.header[k] = v
+    end
+  end
+  run(ctx, plan.response, RESPONSE)
+  local body = ctx.buffered_body or ""
+  ngx.header["Content-Length"] = #body
+  ngx.print(body)
+  return ngx.exit(ctx.buffered_status)
+end
+
+local function path_of(uri)
+  local q = find(uri, "?", 1, true)
+  return q and sub(uri, 1, q - 1) or uri
+end
+
+local function access()
+  local ctx = ngx.ctx
+  ctx.KONG_PHASE = ACCESS
+  local r = runner.router()
+  local raw_path = path_of(var.request_uri)
+  local match = r:match(req.get_method(), var.host, raw_path)
+  if not match then
+    return send(404, { message = "no Route matched with those values" })
+  end
+  local svc = match.service
+  ctx.route = match.route
+  if not svc then
+    return send(503, { message = "no Service found with those values" })
+  end
+  ctx.service = svc.entity
+  ctx.balancer_service = svc
+  ctx.KONG_UPSTREAM_PATH = router.upstream_path(match, raw_path)
+  var.upstream_scheme = svc.scheme
+  var.upstream_host = match.route.preserve_host and (var.http_host or svc.host_header) or svc.host_header
+
+  local plan = runner.plan_for(match.route, svc.entity)
+  ctx.plugins = plan
+
+  -- kong/init.lua execute_access_plugins_iterator: each access handler in a
+  -- coroutine; kong.response.exit is delayed (ctx.delay_response) and
+  -- flushed after the loop, so later plugins do not run.
+  local list = plan.access
+  ctx.delay_response = true
+  for i = 1, #list do
+    if ctx.delayed_response then
+      break
+    end
+    local item = list[i]
+    ctx.KONG_PLUGIN = item.name
+    ctx.KONG_PLUGIN_KEY = item.handler
+    local co = co_create(item.fn)
+    local ok, err = co_resume(co, item.handler, item.conf)
+    if not ok then
+      kong.log.err(err)
+      ctx.delayed_response = { status_code = 500, content = UNEXPECTED }
+      ctx.KONG_UNEXPECTED = true
+    end
+    ctx.KONG_PLUGIN = nil
+    ctx.KONG_PLUGIN_KEY = nil
+  end
+  ctx.delay_response = nil
+  if ctx.delayed_response then
+    return response.flush_delayed(ctx)
+  end
+
+  if not svc.ip then
+    return send(503, { message = "name resolution failed" })
+  end
+  local args = var.args
+  local uri = ctx.KONG_UPSTREAM_PATH
+  if args and args ~= "" then
+    uri = uri .. "?" .. args
+  end
+  var.upstream_uri = uri
+
+  if plan.has_response then
+    return buffered_proxy(ctx, plan)
+  end
+  ctx.KONG_PROXIED = true
+end
+
+function _M.access()
+  local ok, err = xpcall(access, traceback)
+  if not ok then
+    return fail(err)
+  end
+end
+
+function _M.balancer()
+  local ctx = ngx.ctx
+  ctx.KONG_PHASE = BALANCER
+  local svc = ctx.balancer_service
+  if not svc then
+    log(ERR, "[kong] balancer: no service for this request")
+    return ngx.exit(500)
+  end
+  local ok, err = balancer.set_current_peer(svc.ip, svc.port)
+  if not ok then
+    log(ERR, "[kong] balancer: cannot set peer: ", err)
+    return ngx.exit(500)
+  end
+  balancer.set_timeouts(svc.connect_timeout / 1000, svc.write_timeout / 1000, svc.read_timeout / 1000)
+end
+
+function _M.header_filter()
+  local ctx = ngx.ctx
+  if not ctx.KONG_PHASE then
+    return
+  end
+  run(ctx, plan_of(ctx).header_filter, HEADER_FILTER)
+end
+
+function _M.body_filter()
+  local ctx = ngx.ctx
+  if not ctx.KONG_PHASE then
+    return
+  end
+  -- kong.response.exit() called in header_filter replaces the body
+  if ctx.response_body then
+    ngx.arg[1] = ctx.response_body
+    ngx.arg[2] = true
+    ctx.response_body = nil
+    ctx.KONG_BODY_REPLACED = true
+  elseif ctx.KONG_BODY_REPLACED then
+    ngx.arg[1] = nil
+    return
+  end
+  run(ctx, plan_of(ctx).body_filter, BODY_FILTER)
+end
+
+function _M.log()
+  local ctx = ngx.ctx
+  if ctx.KONG_CTX_REF then
+    stash[ctx.KONG_CTX_REF] = nil
+  end
+  if not ctx.KONG_PHASE then
+    return
+  end
+  run(ctx, plan_of(ctx).log, LOG)
+end
+
+-- error_page target for 5xx nginx produces itself (upstream down, ...),
+-- answering like kong/error_handlers.lua.
+local ERROR_MESSAGES = {
+  [500] = "An unexpected error occurred",
+  [502] = "An invalid response was received from the upstream server",
+  [503] = "The upstream server is currently unavailable",
+  [504] = "The upstream server is timing out",
+}
+
+function _M.handle_error()
+  local ref = var.kong_rs_ctx_ref
+  local ctx = ref and stash[ref]
+  if ctx then
+    ngx.ctx = ctx
+  else
+    ctx = ngx.ctx
+  end
+  local status = ngx.status
+  ctx.KONG_PHASE = ERROR
+  ctx.KONG_UNEXPECTED = true
+  local message = ERROR_MESSAGES[status] or ("The upstream server responded with " .. status)
+  return send(status, { message = message })
+end
+
+function _M.admin()
+  return require("kong_rs_gateway.admin").serve()
+end
+
+return _M

@@ -1,0 +1,110 @@
+-- kong.client, kong.ctx, kong.nginx, kong.router, kong.node.
+local phases = require "kong_rs_gateway.pdk.phases"
+
+local ngx = ngx
+local var = ngx.var
+local check = phases.check
+local REQUEST = phases.request
+local ACCESS_AND_AFTER = phases.access_and_after
+local tonumber = tonumber
+
+local client = {}
+
+function client.get_ip()
+  check(REQUEST)
+  return var.realip_remote_addr or var.remote_addr
+end
+
+function client.get_forwarded_ip()
+  check(REQUEST)
+  return var.remote_addr
+end
+
+function client.get_port()
+  check(REQUEST)
+  return tonumber(var.realip_remote_port or var.remote_port)
+end
+
+function client.get_forwarded_port()
+  check(REQUEST)
+  return tonumber(var.remote_port)
+end
+
+function client.get_consumer()
+  check(ACCESS_AND_AFTER)
+  return ngx.ctx.authenticated_consumer
+end
+
+function client.get_credential()
+  check(ACCESS_AND_AFTER)
+  return ngx.ctx.authenticated_credential
+end
+
+function client.get_protocol()
+  check(ACCESS_AND_AFTER)
+  return var.scheme
+end
+
+-- kong.ctx.shared: one table per request; kong.ctx.plugin: one per plugin
+-- (keyed by its handler, like kong/global.lua set_named_ctx) per request.
+local ctx = setmetatable({}, {
+  __index = function(_, k)
+    local c = ngx.ctx
+    if k == "shared" then
+      local t = c.KONG_SHARED
+      if not t then
+        t = {}
+        c.KONG_SHARED = t
+      end
+      return t
+    elseif k == "plugin" then
+      local key = c.KONG_PLUGIN_KEY
+      if not key then
+        return nil
+      end
+      local all = c.KONG_PLUGIN_CTX
+      if not all then
+        all = {}
+        c.KONG_PLUGIN_CTX = all
+      end
+      local t = all[key]
+      if not t then
+        t = {}
+        all[key] = t
+      end
+      return t
+    end
+  end,
+})
+
+local nginx = {}
+
+function nginx.get_var(name)
+  return var[name]
+end
+
+function nginx.get_subsystem()
+  return "http"
+end
+
+function nginx.get_ctx(k)
+  return ngx.ctx[k]
+end
+
+function nginx.set_ctx(k, v)
+  ngx.ctx[k] = v
+end
+
+local router = {}
+
+function router.get_route()
+  check(ACCESS_AND_AFTER)
+  return ngx.ctx.route
+end
+
+function router.get_service()
+  check(ACCESS_AND_AFTER)
+  return ngx.ctx.service
+end
+
+return { client = client, ctx = ctx, nginx = nginx, router = router }

@@ -1,0 +1,118 @@
+-- kong.request (kong/pdk/request.lua) over ngx.*.
+local phases = require "kong_rs_gateway.pdk.phases"
+
+local ngx = ngx
+local var = ngx.var
+local req = ngx.req
+local check = phases.check
+local REQUEST = phases.request
+local BEFORE_CONTENT = phases.before_content
+local type = type
+local tonumber = tonumber
+local find = string.find
+local sub = string.sub
+local gsub = string.gsub
+local lower = string.lower
+local error = error
+
+local MIN_HEADERS, MAX_HEADERS = 1, 1000
+
+local _M = {}
+
+local function check_max(max, what)
+  if max == nil then return end
+  if type(max) ~= "number" then
+    error(what .. " must be a number", 3)
+  elseif max < MIN_HEADERS then
+    error(what .. " must be >= " .. MIN_HEADERS, 3)
+  elseif max > MAX_HEADERS then
+    error(what .. " must be <= " .. MAX_HEADERS, 3)
+  end
+end
+
+function _M.get_scheme() check(REQUEST) return var.scheme end
+function _M.get_host() check(REQUEST) return var.host end
+function _M.get_port() check(REQUEST) return tonumber(var.server_port) end
+function _M.get_forwarded_scheme() check(REQUEST) return var.scheme end
+function _M.get_forwarded_host() check(REQUEST) return var.host end
+function _M.get_forwarded_port() check(REQUEST) return tonumber(var.server_port) end
+function _M.get_http_version() check(REQUEST) return req.http_version() end
+function _M.get_method()
+  check(REQUEST)
+  return req.get_method()
+end
+
+function _M.get_path()
+  check(REQUEST)
+  local uri = var.request_uri or ""
+  local q = find(uri, "?", 2, true)
+  return q and sub(uri, 1, q - 1) or uri
+end
+
+function _M.get_path_with_query()
+  check(REQUEST)
+  return var.request_uri or ""
+end
+
+function _M.get_raw_query()
+  check(REQUEST)
+  return var.args or ""
+end
+
+function _M.get_query_arg(name)
+  check(REQUEST)
+  if type(name) ~= "string" then
+    error("query argument name must be a string", 2)
+  end
+  local v = req.get_uri_args()[name]
+  if type(v) == "table" then
+    return v[1]
+  end
+  return v
+end
+
+function _M.get_query(max_args)
+  check(REQUEST)
+  check_max(max_args, "max_args")
+  return req.get_uri_args(max_args or 100)
+end
+
+function _M.get_header(name)
+  check(REQUEST)
+  if type(name) ~= "string" then
+    error("header name must be a string", 2)
+  end
+  return var["http_" .. gsub(lower(name), "-", "_")]
+end
+
+function _M.get_headers(max_headers)
+  check(REQUEST)
+  check_max(max_headers, "max_headers")
+  return req.get_headers(max_headers or 100)
+end
+
+function _M.get_raw_body()
+  check(BEFORE_CONTENT)
+  req.read_body()
+  local body = req.get_body_data()
+  if not body then
+    local file = req.get_body_file()
+    if not file then
+      return ""
+    end
+    local f, err = io.open(file, "rb")
+    if not f then
+      return nil, err
+    end
+    body = f:read("*a")
+    f:close()
+  end
+  return body
+end
+
+function _M.get_start_time()
+  check(REQUEST)
+  return ngx.ctx.KONG_PROCESSING_START or (req.start_time() * 1000)
+end
+
+return _M

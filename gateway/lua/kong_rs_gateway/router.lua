@@ -1,0 +1,187 @@
+-- Matches a request to a Route by hosts, methods and plain path prefixes,
+-- the way Kong's traditional router orders candidates: routes matching on
+-- more attributes first, then the longest path prefix, then regex_priority,
+-- then creation time. Regex paths are refused by the Admin API.
+local json = require "kong_rs_gateway.json"
+
+local type = type
+local ipairs = ipairs
+local sort = table.sort
+local sub = string.sub
+local byte = string.byte
+local find = string.find
+local lower = string.lower
+
+local null = json.null
+local SLASH = byte("/")
+
+local _M = {}
+
+local function list(v)
+  if v == nil or v == null or type(v) ~= "table" then
+    return nil
+  end
+  if #v == 0 then
+    return nil
+  end
+  return v
+end
+
+-- Hosts from /etc/hosts, for services whose host is not an IP literal
+-- (the balancer needs an address; no DNS resolver is configured).
+local function load_etc_hosts()
+  local map = { localhost = "127.0.0.1" }
+  local f = io.open("/etc/hosts", "r")
+  if not f then
+    return map
+  end
+  for line in f:lines() do
+    line = line:gsub("#.*", "")
+    local ip, names = line:match("^%s*(%d+%.%d+%.%d+%.%d+)%s+(.+)$")
+    if ip then
+      for name in names:gmatch("%S+") do
+        name = lower(name)
+        if not map[name] then map[name] = ip end
+      end
+    end
+  end
+  f:close()
+  return map
+end
+
+local function resolve(host, etc_hosts)
+  if host:match("^%d+%.%d+%.%d+%.%d+$") then
+    return host
+  end
+  return etc_hosts[lower(host)]
+end
+
+local DEFAULT_PORT = { http = 80, https = 443 }
+
+local function compile_service(s, etc_hosts)
+  local host_header = s.host
+  if s.port ~= DEFAULT_PORT[s.protocol] then
+    host_header = s.host .. ":" .. s.port
+  end
+  return {
+    entity = s,
+    scheme = s.protocol,
+    host = s.host,
+    port = s.port,
+    ip = resolve(s.host, etc_hosts),
+    host_header = host_header,
+    path = (s.path ~= null and s.path) or "/",
+    connect_timeout = s.connect_timeout,
+    read_timeout = s.read_timeout,
+    write_timeout = s.write_timeout,
+    retries = s.retries,
+  }
+end
+
+--- Build a router from a configuration state.
+function _M.new(state)
+  local etc_hosts = load_etc_hosts()
+  local services = {}
+  for _, s in ipairs(state.services) do
+    services[s.id] = compile_service(s, etc_hosts)
+  end
+
+  local candidates = {}
+  for _, r in ipairs(state.routes) do
+    local hosts = list(r.hosts)
+    local methods = list(r.methods)
+    local paths = list(r.paths)
+    local c = {
+      route = r,
+      service = type(r.service) == "table" and services[r.service.id] or nil,
+      weight = (hosts and 1 or 0) + (methods and 1 or 0) + (paths and 1 or 0),
+    }
+    if hosts then
+      c.exact_hosts, c.wild_hosts = {}, {}
+      for _, h in ipairs(hosts) do
+        h = lower(h)
+        if find(h, "*", 1, true) then
+          -- "*.example.com" or "example.*" as a Lua pattern
+          local pat = "^" .. h:gsub("[%.%-]", "%%%0"):gsub("%*", ".+") .. "$"
+          c.wild_hosts[#c.wild_hosts + 1] = pat
+        else
+          c.exact_hosts[h] = true
+        end
+      end
+    end
+    if methods then
+      c.methods = {}
+      for _, m in ipairs(methods) do c.methods[m] = true end
+    end
+    if paths then
+      for _, p in ipairs(paths) do
+        local pc = setmetatable({ path = p, path_len = #p }, { __index = c })
+        candidates[#candidates + 1] = pc
+      end
+    else
+      c.path_len = 0
+      candidates[#candidates + 1] = c
+    end
+  end
+
+  sort(candidates, function(a, b)
+    if a.weight ~= b.weight then return a.weight > b.weight end
+    if a.path_len ~= b.path_len then return a.path_len > b.path_len end
+    local ra, rb = a.route.regex_priority or 0, b.route.regex_priority or 0
+    if ra ~= rb then return ra > rb end
+    if a.route.created_at ~= b.route.created_at then
+      return (a.route.created_at or 0) < (b.route.created_at or 0)
+    end
+    return a.route.id < b.route.id
+  end)
+
+  return setmetatable({ candidates = candidates, services = services }, { __index = _M })
+end
+
+local function host_matches(c, host)
+  if c.exact_hosts[host] then
+    return true
+  end
+  for _, pat in ipairs(c.wild_hosts) do
+    if host:match(pat) then return true end
+  end
+  return false
+end
+
+--- Match a request. `host` is the Host header without port, lowercased;
+-- `path` is the raw request path (no query). Returns the match or nil.
+function _M:match(method, host, path)
+  local candidates = self.candidates
+  for i = 1, #candidates do
+    local c = candidates[i]
+    if (not c.methods or c.methods[method])
+       and (not c.exact_hosts or (host and host_matches(c, host)))
+       and (not c.path or sub(path, 1, c.path_len) == c.path) then
+      return c
+    end
+  end
+  return nil
+end
+
+--- The upstream path for a match (Kong's path_handling v0).
+function _M.upstream_path(c, path)
+  local base = c.service.path
+  local postfix = path
+  if c.route.strip_path and c.path then
+    postfix = sub(path, c.path_len + 1)
+  end
+  if postfix == "" then
+    return base
+  end
+  local base_slash = byte(base, -1) == SLASH
+  local post_slash = byte(postfix, 1) == SLASH
+  if base_slash and post_slash then
+    return base .. sub(postfix, 2)
+  end
+  if not base_slash and not post_slash and c.route.path_handling == "v1" then
+    return base .. "/" .. postfix
+  end
+  return base .. postfix
+end
+
+return _M

@@ -1,0 +1,168 @@
+-- Per-worker compiled configuration: the router, the plugin configurations
+-- (conf tables kept identical until their plugin changes) and the per-route
+-- plugin plans, rebuilt when the shared version counter moves.
+local store = require "kong_rs_gateway.store"
+local router = require "kong_rs_gateway.router"
+local plugins = require "kong_rs_gateway.plugins"
+local schema = require "kong_rs_gateway.schema"
+local json = require "kong_rs_gateway.json"
+
+local ipairs = ipairs
+local type = type
+local null = json.null
+local deepcopy = schema.deepcopy
+
+local PHASE_NAMES = { "rewrite", "access", "response", "header_filter", "body_filter", "log" }
+
+local _M = {}
+
+local W = {
+  version = nil,
+  router = nil,
+  by_name = {},   -- plugin name -> scope key -> conf
+  confs = {},     -- plugin id -> { seq, conf }
+  plans = {},     -- route id -> plan
+  global = nil,   -- plan of global plugins
+}
+
+local function scope_key(route_id, service_id)
+  return (route_id or "") .. ":" .. (service_id or "")
+end
+
+local function fk(v)
+  if type(v) == "table" then return v.id end
+  return nil
+end
+
+local function applies_to_http(entity)
+  local protocols = entity.protocols
+  if type(protocols) ~= "table" then
+    return true
+  end
+  for _, p in ipairs(protocols) do
+    if p == "http" or p == "https" then return true end
+  end
+  return false
+end
+
+-- Kong's plugins iterator hands each plugin its config table plus these
+-- keys (kong/runloop/plugins_iterator.lua); the same table is reused until
+-- the plugin entity is written again.
+local function make_conf(entity, seq)
+  local conf = deepcopy(entity.config)
+  conf.route_id = fk(entity.route)
+  conf.service_id = fk(entity.service)
+  conf.consumer_id = fk(entity.consumer)
+  if entity.instance_name ~= null then
+    conf.plugin_instance_name = entity.instance_name
+  end
+  conf.__plugin_id = entity.id
+  conf.__key__ = "plugins:" .. entity.name .. ":" .. (conf.route_id or "") .. ":" ..
+                 (conf.service_id or "") .. "::"
+  conf.__seq__ = seq
+  return conf
+end
+
+local function new_plan()
+  local plan = {}
+  for _, phase in ipairs(PHASE_NAMES) do
+    plan[phase] = {}
+  end
+  return plan
+end
+
+local function add(plan, p, conf)
+  local handler = p.handler
+  for _, phase in ipairs(PHASE_NAMES) do
+    if type(handler[phase]) == "function" then
+      local list = plan[phase]
+      list[#list + 1] = { name = p.name, handler = handler, conf = conf, fn = handler[phase] }
+    end
+  end
+end
+
+local function build(state, version)
+  local r = router.new(state)
+  local by_name, confs = {}, {}
+  for _, e in ipairs(state.plugins) do
+    local p = plugins.get(e.name)
+    if p and e.enabled == true and applies_to_http(e) then
+      local seq = state.seq[e.id] or 0
+      local old = W.confs[e.id]
+      local conf
+      if old and old.seq == seq then
+        conf = old.conf
+      else
+        conf = make_conf(e, seq)
+      end
+      confs[e.id] = { seq = seq, conf = conf }
+      local scopes = by_name[e.name]
+      if not scopes then
+        scopes = {}
+        by_name[e.name] = scopes
+      end
+      scopes[scope_key(fk(e.route), fk(e.service))] = conf
+    end
+  end
+  local global = new_plan()
+  for _, p in ipairs(plugins.ordered()) do
+    local scopes = by_name[p.name]
+    local conf = scopes and scopes[":"]
+    if conf then
+      add(global, p, conf)
+    end
+  end
+  W.router, W.by_name, W.confs, W.plans, W.global, W.version = r, by_name, confs, {}, global, version
+end
+
+--- Rebuild this worker's view if the shared version moved. Cheap otherwise.
+function _M.refresh()
+  local v = store.version()
+  if v == W.version then
+    return true
+  end
+  local state, version = store.current()
+  if not state then
+    return nil, version
+  end
+  build(state, version)
+  return true
+end
+
+function _M.router()
+  return W.router
+end
+
+function _M.global_plan()
+  return W.global
+end
+
+--- The plugins that apply to a matched route/service, by Kong's precedence
+-- (route+service > route > service > global; no consumers), by PRIORITY.
+function _M.plan_for(route, service)
+  local rid = route.id
+  local plan = W.plans[rid]
+  if plan then
+    return plan
+  end
+  plan = new_plan()
+  local sid = service and service.id
+  local by_name = W.by_name
+  for _, p in ipairs(plugins.ordered()) do
+    local scopes = by_name[p.name]
+    if scopes then
+      local conf = (sid and scopes[scope_key(rid, sid)])
+                or scopes[scope_key(rid, nil)]
+                or (sid and scopes[scope_key(nil, sid)])
+                or scopes[":"]
+      if conf then
+        add(plan, p, conf)
+      end
+    end
+  end
+  plan.has_response = #plan.response > 0
+  W.plans[rid] = plan
+  return plan
+end
+
+return _M
