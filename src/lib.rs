@@ -139,3 +139,8 @@ macro_rules! export_plugins {
         }
     };
 }
+
+/// The README's Rust example is compiled as a doc test, so it cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
