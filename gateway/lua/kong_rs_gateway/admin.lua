@@ -176,7 +176,7 @@ local function get_body(etype, existing_name)
     end
     local def = entity_def(etype, body)
     if def then
-      body = infer(def, body)
+      body = infer({ type = "record", fields = def.fields }, body)
     end
     return body
   end
