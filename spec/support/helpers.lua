@@ -39,11 +39,14 @@ local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
+-- LuaJIT's popen():close() does not report the exit status: echo it.
 local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1")
+  local p = io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\"")
   local out = p:read("*a")
-  local ok, _, code = p:close()
-  return ok == true or ok == 0, out, code
+  p:close()
+  local code = tonumber(out:match("__rc=(%d+)%s*$"))
+  out = out:gsub("__rc=%d+%s*$", "")
+  return code == 0, out, code
 end
 
 local function now()
