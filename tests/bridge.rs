@@ -47,7 +47,9 @@ impl Plugin for Counter {
         state.phases.push("access");
         match self.action.as_str() {
             "exit" => Ok(Flow::Exit(
-                kong_rs::Exit::new(418).body("teapot").header("x-why", "tea"),
+                kong_rs::Exit::new(418)
+                    .body("teapot")
+                    .header("x-why", "tea"),
             )),
             "err" => Err("access refused on purpose".into()),
             "panic" => panic!("boom"),
@@ -101,7 +103,8 @@ fn instance(lua: &Lua, factory: &Table, action: &str) -> mlua::Value {
 
 fn access(lua: &Lua, factory: &Table, action: &str) -> mlua::MultiValue {
     let run: mlua::Function = factory.get("access").expect("access");
-    run.call(instance(lua, factory, action)).expect("dispatch never raises")
+    run.call(instance(lua, factory, action))
+        .expect("dispatch never raises")
 }
 
 #[test]
@@ -113,7 +116,10 @@ fn the_factory_describes_the_plugin() {
     assert_eq!(factory.get::<i64>("priority").unwrap(), 42);
     let phases: Vec<String> = factory.get("phases").unwrap();
     assert_eq!(phases, ["access", "header_filter", "log"]);
-    assert_eq!(Counter::PHASES, &[Phase::Access, Phase::HeaderFilter, Phase::Log]);
+    assert_eq!(
+        Counter::PHASES,
+        &[Phase::Access, Phase::HeaderFilter, Phase::Log]
+    );
     let schema: Table = factory.get("schema").unwrap();
     assert_eq!(schema.get::<String>("type").unwrap(), "record");
 }
@@ -124,7 +130,7 @@ fn continue_returns_nothing_and_bytes_cross_unchanged() {
     let upstream: Table = lua.load(STUB).eval().unwrap();
     let values = access(&lua, &factory(&lua), "continue");
     assert!(values.is_empty(), "continue returns no values");
-    let seen: mlua::String = upstream.get("x-host-seen").unwrap();
+    let seen: mlua::LuaString = upstream.get("x-host-seen").unwrap();
     assert_eq!(&*seen.as_bytes(), b"h\xffst");
 }
 
@@ -186,12 +192,24 @@ fn constructor_counts_and_drops_are_visible() {
     let stats: mlua::Function = factory.get("stats").unwrap();
     let instance = instance(&lua, &factory, "continue");
     let s: Table = stats.call(()).unwrap();
-    assert_eq!((s.get::<u64>("built").unwrap(), s.get::<u64>("live").unwrap()), (1, 1));
+    assert_eq!(
+        (
+            s.get::<u64>("built").unwrap(),
+            s.get::<u64>("live").unwrap()
+        ),
+        (1, 1)
+    );
     drop(instance);
     lua.gc_collect().unwrap();
     lua.gc_collect().unwrap();
     let s: Table = stats.call(()).unwrap();
-    assert_eq!((s.get::<u64>("built").unwrap(), s.get::<u64>("live").unwrap()), (1, 0));
+    assert_eq!(
+        (
+            s.get::<u64>("built").unwrap(),
+            s.get::<u64>("live").unwrap()
+        ),
+        (1, 0)
+    );
 }
 
 #[test]
@@ -213,7 +231,10 @@ fn the_dump_is_json_and_duplicate_names_are_refused() {
     let json: String = dump.call(()).unwrap();
     let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(parsed[0]["name"], "counter");
-    assert_eq!(parsed[0]["phases"], serde_json::json!(["access", "header_filter", "log"]));
+    assert_eq!(
+        parsed[0]["phases"],
+        serde_json::json!(["access", "header_filter", "log"])
+    );
 
     let mut builder = ModuleBuilder::new(&lua).unwrap();
     builder.add::<Counter>().unwrap();

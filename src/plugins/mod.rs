@@ -4,6 +4,8 @@ mod file_log;
 mod hello;
 
 #[cfg(feature = "test-plugins")]
+pub mod bench;
+#[cfg(feature = "test-plugins")]
 mod fault;
 
 pub use file_log::{FileLog, FileLogConfig};
@@ -16,4 +18,11 @@ pub use fault::{Fault, FaultConfig};
 crate::export_plugins!(luaopen_kong_rs_plugins: Hello, FileLog);
 
 #[cfg(feature = "test-plugins")]
-crate::export_plugins!(luaopen_kong_rs_plugins: Hello, FileLog, Fault);
+crate::export_plugins!(
+    luaopen_kong_rs_plugins: Hello,
+    FileLog,
+    Fault,
+    bench::BenchEmpty,
+    bench::BenchHeaders,
+    bench::BenchJson,
+);

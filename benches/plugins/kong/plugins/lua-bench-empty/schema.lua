@@ -1,0 +1,4 @@
+return {
+  name = "lua-bench-empty",
+  fields = { { config = { type = "record", fields = {} } } },
+}

@@ -1,0 +1,4 @@
+return {
+  name = "lua-bench-headers",
+  fields = { { config = { type = "record", fields = {} } } },
+}

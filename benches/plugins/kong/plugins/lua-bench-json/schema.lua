@@ -1,0 +1,4 @@
+return {
+  name = "lua-bench-json",
+  fields = { { config = { type = "record", fields = {} } } },
+}

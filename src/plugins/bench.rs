@@ -1,0 +1,247 @@
+//! Benchmark workloads (`benches/`), compiled only with `test-plugins`:
+//! each has a Lua twin in `benches/plugins/` doing exactly the same work.
+//!
+//! - `rs-bench-empty`: access, header_filter and log handlers that do nothing.
+//! - `rs-bench-headers`: reads three request headers, sets two upstream
+//!   headers and one response header.
+//! - `rs-bench-json`: checks a ~2 KB JSON body against ten field rules and
+//!   answers 400 with the first violation.
+
+use crate::{Flow, Pdk, Plugin, Result};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// No configuration.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct NoConfig {}
+
+/// Does nothing, in three phases.
+#[derive(Debug)]
+pub struct BenchEmpty;
+
+#[crate::plugin]
+impl Plugin for BenchEmpty {
+    type Config = NoConfig;
+    type State = ();
+    const NAME: &'static str = "rs-bench-empty";
+    const VERSION: &'static str = "0.1.0";
+    const PRIORITY: i32 = 1000;
+
+    fn new(_config: NoConfig) -> Result<Self> {
+        Ok(BenchEmpty)
+    }
+
+    fn access(&self, _kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
+        Ok(Flow::Continue)
+    }
+
+    fn header_filter(&self, _kong: &mut dyn Pdk, _state: &mut ()) -> Result<()> {
+        Ok(())
+    }
+
+    fn log(&self, _kong: &mut dyn Pdk, _state: &mut ()) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads `x-bench-a/b/c`, sends `x-upstream-a: <a>` and `x-upstream-bc: <b>,<c>`
+/// upstream and answers `x-bench: ok|missing`.
+#[derive(Debug)]
+pub struct BenchHeaders;
+
+#[crate::plugin]
+impl Plugin for BenchHeaders {
+    type Config = NoConfig;
+    type State = ();
+    const NAME: &'static str = "rs-bench-headers";
+    const VERSION: &'static str = "0.1.0";
+    const PRIORITY: i32 = 1000;
+
+    fn new(_config: NoConfig) -> Result<Self> {
+        Ok(BenchHeaders)
+    }
+
+    fn access(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
+        let request = kong.request();
+        let a = request.get_header("x-bench-a")?;
+        let b = request.get_header("x-bench-b")?;
+        let c = request.get_header("x-bench-c")?;
+        let complete = a.is_some() && b.is_some() && c.is_some();
+        let mut bc = b.unwrap_or_default();
+        bc.push(b',');
+        bc.extend_from_slice(&c.unwrap_or_default());
+        let upstream = kong.service_request();
+        upstream.set_header("x-upstream-a", &a.unwrap_or_default())?;
+        upstream.set_header("x-upstream-bc", &bc)?;
+        kong.response()
+            .set_header("x-bench", if complete { b"ok" } else { b"missing" })?;
+        Ok(Flow::Continue)
+    }
+}
+
+/// Validates the request body as JSON against ten rules.
+#[derive(Debug)]
+pub struct BenchJson;
+
+const PLANS: [&str; 3] = ["free", "pro", "enterprise"];
+
+fn violation(message: &str) -> Result<Flow> {
+    Ok(Flow::Exit(
+        crate::Exit::new(400)
+            .body(format!("{{\"message\":\"{message}\"}}"))
+            .header("content-type", "application/json"),
+    ))
+}
+
+fn string_len(value: Option<&Value>) -> Option<usize> {
+    value.and_then(Value::as_str).map(|s| s.chars().count())
+}
+
+fn int_in(value: Option<&Value>, low: i64, high: i64) -> bool {
+    value
+        .and_then(Value::as_i64)
+        .is_some_and(|n| (low..=high).contains(&n))
+}
+
+/// The ten rules, in order; the first violation is the answer.
+pub fn first_violation(doc: &Value) -> Option<&'static str> {
+    let user = doc.get("user");
+    let checks: [(&'static str, bool); 10] = [
+        (
+            "id must be a 36-character string",
+            string_len(doc.get("id")) == Some(36),
+        ),
+        (
+            "user.name must be 1-64 characters",
+            string_len(user.and_then(|u| u.get("name"))).is_some_and(|n| (1..=64).contains(&n)),
+        ),
+        (
+            "user.email must be 3-254 characters",
+            string_len(user.and_then(|u| u.get("email"))).is_some_and(|n| (3..=254).contains(&n)),
+        ),
+        (
+            "user.age must be an integer 13-130",
+            int_in(user.and_then(|u| u.get("age")), 13, 130),
+        ),
+        (
+            "plan must be free, pro or enterprise",
+            doc.get("plan")
+                .and_then(Value::as_str)
+                .is_some_and(|p| PLANS.contains(&p)),
+        ),
+        (
+            "quantity must be an integer 1-100",
+            int_in(doc.get("quantity"), 1, 100),
+        ),
+        (
+            "tags must be an array of at most 10",
+            doc.get("tags")
+                .and_then(Value::as_array)
+                .is_some_and(|t| t.len() <= 10),
+        ),
+        (
+            "items must be an array of 1-50",
+            doc.get("items")
+                .and_then(Value::as_array)
+                .is_some_and(|i| (1..=50).contains(&i.len())),
+        ),
+        (
+            "notes must be at most 1024 characters",
+            doc.get("notes")
+                .is_none_or(|n| n.as_str().is_some_and(|s| s.chars().count() <= 1024)),
+        ),
+        (
+            "active must be a boolean",
+            doc.get("active").is_some_and(Value::is_boolean),
+        ),
+    ];
+    checks
+        .iter()
+        .find(|(_, ok)| !ok)
+        .map(|(message, _)| *message)
+}
+
+#[crate::plugin]
+impl Plugin for BenchJson {
+    type Config = NoConfig;
+    type State = ();
+    const NAME: &'static str = "rs-bench-json";
+    const VERSION: &'static str = "0.1.0";
+    const PRIORITY: i32 = 1000;
+    const READS_REQUEST_BODY: bool = true;
+
+    fn new(_config: NoConfig) -> Result<Self> {
+        Ok(BenchJson)
+    }
+
+    fn access(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
+        let Some(body) = kong.request().get_raw_body()? else {
+            return violation("body must be a JSON object");
+        };
+        let Ok(doc) = serde_json::from_slice::<Value>(&body) else {
+            return violation("body must be valid JSON");
+        };
+        if !doc.is_object() {
+            return violation("body must be a JSON object");
+        }
+        match first_violation(&doc) {
+            Some(message) => violation(message),
+            None => Ok(Flow::Continue),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MockPdk, run_request};
+
+    /// The benchmark's valid document (benches/data/valid.json).
+    const VALID: &str = include_str!("../../benches/data/valid.json");
+
+    #[test]
+    fn the_benchmark_document_is_about_2_kb_and_valid() {
+        assert!((1800..=2400).contains(&VALID.len()), "{}", VALID.len());
+        let mut kong = MockPdk::request("POST", "/", Some(VALID.as_bytes()));
+        assert_eq!(
+            run_request::<BenchJson>(NoConfig {}, &mut kong).unwrap(),
+            Flow::Continue
+        );
+    }
+
+    #[test]
+    fn each_rule_reports_its_violation_first() {
+        let valid: Value = serde_json::from_str(VALID).unwrap();
+        let cases = [
+            ("/id", Value::from("short"), "id must be"),
+            ("/user/age", Value::from(7), "user.age"),
+            ("/plan", Value::from("gold"), "plan must"),
+            ("/quantity", Value::from(1000), "quantity"),
+            ("/active", Value::from("yes"), "active"),
+        ];
+        for (pointer, bad, expected) in cases {
+            let mut doc = valid.clone();
+            *doc.pointer_mut(pointer).unwrap() = bad;
+            assert!(
+                first_violation(&doc).unwrap().starts_with(expected),
+                "{pointer}"
+            );
+        }
+        let mut kong = MockPdk::request("POST", "/", Some(b"{not json"));
+        let flow = run_request::<BenchJson>(NoConfig {}, &mut kong).unwrap();
+        assert!(matches!(flow, Flow::Exit(ref e) if e.status == 400));
+    }
+
+    #[test]
+    fn headers_workload_reads_three_and_writes_three() {
+        let mut kong = MockPdk::get("/")
+            .with_header("x-bench-a", "1")
+            .with_header("x-bench-b", "2")
+            .with_header("x-bench-c", "3");
+        let _ = run_request::<BenchHeaders>(NoConfig {}, &mut kong).unwrap();
+        assert_eq!(kong.upstream_header("x-upstream-a"), Some(&b"1"[..]));
+        assert_eq!(kong.upstream_header("x-upstream-bc"), Some(&b"2,3"[..]));
+        assert_eq!(kong.response_header("x-bench"), Some(&b"ok"[..]));
+    }
+}
