@@ -9,12 +9,11 @@
 //! | `phases` | the phases it implements, in Kong's order |
 //! | `reads_request_body` | read the body before rewrite/access |
 //! | `schema` | the `config` record in Kong's schema DSL |
-//! | `new(conf)` | instance, or `nil, err` |
+//! | `new(conf)` | instance (a table of phase functions), or `nil, err` |
 //! | `validate(conf)` | `true`, or `nil, err` (the constructor's message) |
 //! | `stats()` | `{ built = n, live = n }`: constructor calls and live instances |
-//! | `<phase>(instance[, chunk, eof])` | runs one phase, see below |
 //!
-//! A phase function returns nothing to continue, `status, body, headers` to
+//! An instance's phase function (`instance.access()`, `instance.body_filter(chunk, eof)`) returns nothing to continue, `status, body, headers` to
 //! exit (performed by the Lua side, since `kong.response.exit` yields),
 //! `false, message` when the plugin failed (an `Err` or a panic), and for
 //! `body_filter` the replacement chunk or nothing.
@@ -134,8 +133,6 @@ struct Instance<P> {
     counters: Rc<Counters>,
 }
 
-impl<P: 'static> UserData for Instance<P> {}
-
 impl<P> Drop for Instance<P> {
     fn drop(&mut self) {
         self.counters.live.set(self.counters.live.get() - 1);
@@ -193,6 +190,7 @@ fn factory<P: Plugin>(
 
     let counters = Rc::new(Counters::default());
     let new_counters = counters.clone();
+    let new_cache = cache.clone();
     factory.set(
         "new",
         lua.create_function(move |lua, conf: LuaValue| {
@@ -200,11 +198,12 @@ fn factory<P: Plugin>(
             match build::<P>(conf) {
                 Ok(plugin) => {
                     new_counters.live.set(new_counters.live.get() + 1);
-                    let instance = Instance {
+                    let instance = Rc::new(Instance {
                         plugin,
                         counters: new_counters.clone(),
-                    };
-                    Ok((LuaValue::UserData(lua.create_userdata(instance)?), None))
+                    });
+                    let table = instance_table(lua, &instance, &new_cache)?;
+                    Ok((LuaValue::Table(table), None))
                 }
                 Err(message) => Ok((LuaValue::Nil, Some(message))),
             }
@@ -227,32 +226,59 @@ fn factory<P: Plugin>(
             Ok(stats)
         })?,
     )?;
-
-    for &phase in P::PHASES {
-        let cache = cache.clone();
-        let function = lua.create_function(
-            move |lua, (instance, chunk, eof): (AnyUserData, Option<BString>, Option<bool>)| {
-                let instance = instance.borrow::<Instance<P>>()?;
-                let mut pdk = LuaPdk::new(lua, &cache);
-                let outcome = catch_unwind(AssertUnwindSafe(|| {
-                    run_phase::<P>(
-                        &instance.plugin,
-                        phase,
-                        &mut pdk,
-                        chunk.as_deref().map(|c| c.as_slice()),
-                        eof.unwrap_or(false),
-                    )
-                }));
-                let outcome = match outcome {
-                    Ok(outcome) => outcome,
-                    Err(panic) => Err(Error::msg(format!("panicked: {}", panic_message(&panic)))),
-                };
-                phase_result(lua, outcome)
-            },
-        )?;
-        factory.set(phase.name(), function)?;
-    }
     Ok(factory)
+}
+
+/// An instance as Lua sees it: a table of phase functions, each a closure
+/// over the built plugin. Calling one needs no argument, no userdata lookup
+/// and no type check, which keeps the dispatch cost near mlua's floor. The
+/// plugin is dropped when the last of these closures is collected.
+fn instance_table<P: Plugin>(
+    lua: &Lua,
+    instance: &Rc<Instance<P>>,
+    cache: &Rc<PdkCache>,
+) -> mlua::Result<Table> {
+    let table = lua.create_table_with_capacity(0, P::PHASES.len())?;
+    for &phase in P::PHASES {
+        let instance = instance.clone();
+        let cache = cache.clone();
+        let function = if phase == Phase::BodyFilter {
+            lua.create_function(move |lua, (chunk, eof): (Option<BString>, Option<bool>)| {
+                let chunk = chunk.as_deref().map(|c| c.as_slice());
+                dispatch(
+                    lua,
+                    &instance.plugin,
+                    &cache,
+                    phase,
+                    chunk,
+                    eof.unwrap_or(false),
+                )
+            })?
+        } else {
+            lua.create_function(move |lua, ()| {
+                dispatch(lua, &instance.plugin, &cache, phase, None, false)
+            })?
+        };
+        table.raw_set(phase.name(), function)?;
+    }
+    Ok(table)
+}
+
+/// Runs one phase, turning a panic into an error like any other.
+fn dispatch<P: Plugin>(
+    lua: &Lua,
+    plugin: &P,
+    cache: &PdkCache,
+    phase: Phase,
+    chunk: Option<&[u8]>,
+    eof: bool,
+) -> mlua::Result<MultiValue> {
+    let mut pdk = LuaPdk::new(lua, cache);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        run_phase::<P>(plugin, phase, &mut pdk, chunk, eof)
+    }))
+    .unwrap_or_else(|panic| Err(Error::msg(format!("panicked: {}", panic_message(&panic)))));
+    phase_result(lua, outcome)
 }
 
 /// What one phase produced, before it is turned into Lua return values.

@@ -145,7 +145,14 @@ fn convert(schema: &Value, path: &str) -> Result<Value> {
             None => {
                 let values = match object.get("additionalProperties") {
                     Some(Value::Object(values)) => Value::Object(values.clone()),
-                    _ => return Err(unsupported("an object without fields")),
+                    // A struct without fields: a record with none.
+                    _ => {
+                        let mut field = Value::Object(field);
+                        field["type"] = json!("record");
+                        field["fields"] = json!([]);
+                        copy_annotations(object, &mut field);
+                        return Ok(field);
+                    }
                 };
                 if let Some(names) = object.get("propertyNames")
                     && names.get("type") != Some(&json!("string"))
@@ -396,6 +403,16 @@ mod tests {
     #[derive(Deserialize, JsonSchema)]
     struct Tuple {
         pair: (u8, String),
+    }
+
+    #[derive(Deserialize, JsonSchema)]
+    struct Empty {}
+
+    #[test]
+    fn a_struct_without_fields_is_an_empty_record() {
+        let record = config_record::<Empty>().expect("converts");
+        assert_eq!(record["type"], "record");
+        assert_eq!(record["fields"], json!([]));
     }
 
     #[test]

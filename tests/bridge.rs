@@ -101,9 +101,18 @@ fn instance(lua: &Lua, factory: &Table, action: &str) -> mlua::Value {
     new.call(conf).expect("instance")
 }
 
+fn phase(instance: &mlua::Value, name: &str) -> mlua::Function {
+    instance
+        .as_table()
+        .expect("instance table")
+        .get(name)
+        .expect("phase function")
+}
+
 fn access(lua: &Lua, factory: &Table, action: &str) -> mlua::MultiValue {
-    let run: mlua::Function = factory.get("access").expect("access");
-    run.call(instance(lua, factory, action))
+    let instance = instance(lua, factory, action);
+    phase(&instance, "access")
+        .call(())
         .expect("dispatch never raises")
 }
 
@@ -168,9 +177,8 @@ fn state_is_carried_across_the_phases_of_one_request_only() {
     lua.load(STUB).exec().unwrap();
     let factory = factory(&lua);
     let instance = instance(&lua, &factory, "continue");
-    let run = |phase: &str| {
-        let f: mlua::Function = factory.get(phase).unwrap();
-        let _: mlua::MultiValue = f.call(&instance).unwrap();
+    let run = |name: &str| {
+        let _: mlua::MultiValue = phase(&instance, name).call(()).unwrap();
     };
     run("access");
     run("header_filter");

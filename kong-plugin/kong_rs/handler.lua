@@ -42,7 +42,7 @@ local function fail(name, phase, err)
 end
 
 
-local function phase_handler(name, phase, run, instance_for, reads_body)
+local function phase_handler(name, phase, instance_for, reads_body)
   if phase == "body_filter" then
     return function(_, conf)
       local instance, err = instance_for(conf)
@@ -50,7 +50,7 @@ local function phase_handler(name, phase, run, instance_for, reads_body)
         return fail(name, phase, err)
       end
       local arg = ngx.arg
-      local ok, chunk, message = pcall(run, instance, arg[1], arg[2])
+      local ok, chunk, message = pcall(instance.body_filter, arg[1], arg[2])
       if not ok then
         return fail(name, phase, chunk)
       end
@@ -73,7 +73,7 @@ local function phase_handler(name, phase, run, instance_for, reads_body)
       -- May yield, so it happens here in Lua, before entering Rust.
       kong.request.get_raw_body()
     end
-    local ok, status, body, headers = pcall(run, instance)
+    local ok, status, body, headers = pcall(instance[phase])
     if not ok then
       return fail(name, phase, status)
     end
@@ -119,7 +119,7 @@ function _M.new(native_name, plugin_name)
     PRIORITY = factory.priority,
   }
   for _, phase in ipairs(factory.phases) do
-    handler[phase] = phase_handler(plugin_name, phase, factory[phase], instance_for,
+    handler[phase] = phase_handler(plugin_name, phase, instance_for,
                                    factory.reads_request_body)
   end
   return handler
