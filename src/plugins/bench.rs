@@ -192,6 +192,79 @@ impl Plugin for BenchJson {
     }
 }
 
+/// The PDK call `rs-inworker` repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InWorkerOp {
+    /// Nothing: the loop itself.
+    Noop,
+    /// `kong.request.get_header("x-bench-a")`.
+    GetHeader,
+    /// `kong.service.request.set_header("x-bench-set", "value")`.
+    SetHeader,
+    /// `kong.ctx.shared.bench = "value"`.
+    CtxSet,
+    /// `kong.ctx.shared.bench`.
+    CtxGet,
+}
+
+/// Configuration of `rs-inworker`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct InWorkerConfig {
+    /// The call to repeat.
+    pub op: InWorkerOp,
+    /// How many times, in one access phase.
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub iterations: u32,
+}
+
+/// In-worker benchmark helper (benches/inworker): repeats one PDK call
+/// `iterations` times from Rust, so the Lua side can time it per call.
+#[derive(Debug)]
+pub struct InWorker {
+    op: InWorkerOp,
+    iterations: u32,
+}
+
+#[crate::plugin]
+impl Plugin for InWorker {
+    type Config = InWorkerConfig;
+    type State = ();
+    const NAME: &'static str = "rs-inworker";
+    const VERSION: &'static str = "0.1.0";
+    const PRIORITY: i32 = 1000;
+
+    fn new(config: InWorkerConfig) -> Result<Self> {
+        Ok(InWorker {
+            op: config.op,
+            iterations: config.iterations,
+        })
+    }
+
+    fn access(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
+        let mut found = 0usize;
+        for _ in 0..self.iterations {
+            match self.op {
+                InWorkerOp::Noop => found += std::hint::black_box(1),
+                InWorkerOp::GetHeader => {
+                    found += usize::from(kong.request().get_header("x-bench-a")?.is_some());
+                }
+                InWorkerOp::SetHeader => {
+                    kong.service_request().set_header("x-bench-set", b"value")?;
+                }
+                InWorkerOp::CtxSet => {
+                    kong.ctx().shared_set("bench", crate::Value::from("value"))?;
+                }
+                InWorkerOp::CtxGet => {
+                    found += usize::from(kong.ctx().shared_get("bench")? != crate::Value::Nil);
+                }
+            }
+        }
+        std::hint::black_box(found);
+        Ok(Flow::Continue)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,4 +25,5 @@ crate::export_plugins!(
     bench::BenchEmpty,
     bench::BenchHeaders,
     bench::BenchJson,
+    bench::InWorker,
 );

@@ -1,0 +1,1 @@
+return require("kong_rs.schema").new("kong_rs_plugins", "rs-inworker")
