@@ -13,10 +13,14 @@
 //! | `validate(conf)` | `true`, or `nil, err` (the constructor's message) |
 //! | `stats()` | `{ built = n, live = n }`: constructor calls and live instances |
 //!
-//! An instance's phase function (`instance.access()`, `instance.body_filter(chunk, eof)`) returns nothing to continue, `status, body, headers` to
-//! exit (performed by the Lua side, since `kong.response.exit` yields),
-//! `false, message` when the plugin failed (an `Err` or a panic), and for
-//! `body_filter` the replacement chunk or nothing.
+//! An instance's phase function (`instance.access()`,
+//! `instance.body_filter(chunk, eof)`) returns nothing when the phase
+//! continues with nothing to apply. Otherwise it returns the pending writes
+//! first (a string for `kong_rs.actions`, or nil; see
+//! [`LuaPdk`](crate::pdk::lua::LuaPdk)), then: nothing to continue,
+//! `status, body, headers` to exit (performed by the Lua side, since
+//! `kong.response.exit` yields), `false, message` when the plugin failed (an
+//! `Err` or a panic), and for `body_filter` the replacement chunk.
 
 use crate::error::Error;
 use crate::pdk::lua::{LuaPdk, PdkCache};
@@ -278,7 +282,12 @@ fn dispatch<P: Plugin>(
         run_phase::<P>(plugin, phase, &mut pdk, chunk, eof)
     }))
     .unwrap_or_else(|panic| Err(Error::msg(format!("panicked: {}", panic_message(&panic)))));
-    phase_result(lua, outcome)
+    // A failed phase is answered 500: its pending writes are dropped, not applied.
+    let actions = match outcome {
+        Ok(_) => pdk.take_actions(),
+        Err(_) => None,
+    };
+    phase_result(lua, actions, outcome)
 }
 
 /// What one phase produced, before it is turned into Lua return values.
@@ -339,8 +348,24 @@ fn with_state<P: Plugin, R>(
     f(pdk, &mut state.0)
 }
 
-fn phase_result(lua: &Lua, outcome: crate::Result<Outcome>) -> mlua::Result<MultiValue> {
+/// Lua return values: the pending writes (a string, or nil), then the outcome.
+fn phase_result(
+    lua: &Lua,
+    actions: Option<Vec<u8>>,
+    outcome: crate::Result<Outcome>,
+) -> mlua::Result<MultiValue> {
     let mut values = MultiValue::new();
+    let continues = matches!(
+        outcome,
+        Ok(Outcome::Flow(Flow::Continue) | Outcome::Chunk(None))
+    );
+    if actions.is_none() && continues {
+        return Ok(values);
+    }
+    values.push_back(match actions {
+        Some(actions) => LuaValue::String(lua.create_string(actions)?),
+        None => LuaValue::Nil,
+    });
     match outcome {
         Ok(Outcome::Flow(Flow::Continue)) | Ok(Outcome::Chunk(None)) => {}
         Ok(Outcome::Chunk(Some(chunk))) => {

@@ -7,7 +7,10 @@
 -- changed config is used by the very next request and the old instance is
 -- freed once Kong drops its table. Only the phases the Rust type implements
 -- are registered: a `response` handler switches Kong to buffered proxying.
--- Rust cannot yield, so exits are returned by Rust and performed here.
+-- Rust cannot yield, so exits are returned by Rust and performed here, after
+-- the writes Rust deferred (kong_rs.actions).
+
+local apply_actions = require("kong_rs.actions").apply
 
 local require = require
 local setmetatable = setmetatable
@@ -42,6 +45,19 @@ local function fail(name, phase, err)
 end
 
 
+-- Applies a phase's deferred writes; a write Kong refuses fails the phase.
+local function apply(name, phase, actions)
+  if actions == nil then
+    return true
+  end
+  local ok, err = pcall(apply_actions, actions)
+  if not ok then
+    fail(name, phase, err)
+  end
+  return ok
+end
+
+
 local function phase_handler(name, phase, instance_for, reads_body)
   if phase == "body_filter" then
     return function(_, conf)
@@ -50,12 +66,15 @@ local function phase_handler(name, phase, instance_for, reads_body)
         return fail(name, phase, err)
       end
       local arg = ngx.arg
-      local ok, chunk, message = pcall(instance.body_filter, arg[1], arg[2])
+      local ok, actions, chunk, message = pcall(instance.body_filter, arg[1], arg[2])
       if not ok then
-        return fail(name, phase, chunk)
+        return fail(name, phase, actions)
       end
       if chunk == false then
         return fail(name, phase, message)
+      end
+      if not apply(name, phase, actions) then
+        return
       end
       if chunk ~= nil then
         arg[1] = chunk
@@ -73,17 +92,19 @@ local function phase_handler(name, phase, instance_for, reads_body)
       -- May yield, so it happens here in Lua, before entering Rust.
       kong.request.get_raw_body()
     end
-    local ok, status, body, headers = pcall(instance[phase])
+    local ok, actions, status, body, headers = pcall(instance[phase])
     if not ok then
-      return fail(name, phase, status)
-    end
-    if status == nil then
-      return
+      return fail(name, phase, actions)
     end
     if status == false then
       return fail(name, phase, body)
     end
-    return kong.response.exit(status, body, headers)
+    if not apply(name, phase, actions) then
+      return
+    end
+    if status ~= nil then
+      return kong.response.exit(status, body, headers)
+    end
   end
 end
 

@@ -55,7 +55,6 @@ pdk_functions! {
     SreqSetHeader = "service.request.set_header",
     SreqAddHeader = "service.request.add_header",
     SreqClearHeader = "service.request.clear_header",
-    SreqSetHeaders = "service.request.set_headers",
     SreqSetPath = "service.request.set_path",
     SreqSetRawQuery = "service.request.set_raw_query",
     SreqSetQuery = "service.request.set_query",
@@ -114,11 +113,77 @@ impl PdkCache {
     }
 }
 
-/// The PDK of a phase running inside the worker: every method calls the
-/// matching `kong.*` function.
+/// Writes the Lua side applies after Rust returns; the codes are shared with
+/// `kong-plugin/kong_rs/actions.lua`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Op {
+    RespSetHeader = 1,
+    RespAddHeader = 2,
+    RespClearHeader = 3,
+    RespSetStatus = 4,
+    SreqSetHeader = 5,
+    SreqAddHeader = 6,
+    SreqClearHeader = 7,
+    SreqSetPath = 8,
+    SreqSetRawQuery = 9,
+    SreqSetMethod = 10,
+    SreqSetRawBody = 11,
+}
+
+impl Op {
+    const ALL: [Op; 11] = [
+        Op::RespSetHeader,
+        Op::RespAddHeader,
+        Op::RespClearHeader,
+        Op::RespSetStatus,
+        Op::SreqSetHeader,
+        Op::SreqAddHeader,
+        Op::SreqClearHeader,
+        Op::SreqSetPath,
+        Op::SreqSetRawQuery,
+        Op::SreqSetMethod,
+        Op::SreqSetRawBody,
+    ];
+
+    /// The `kong.*` function that performs it.
+    fn function(self) -> F {
+        match self {
+            Op::RespSetHeader => F::RespSetHeader,
+            Op::RespAddHeader => F::RespAddHeader,
+            Op::RespClearHeader => F::RespClearHeader,
+            Op::RespSetStatus => F::RespSetStatus,
+            Op::SreqSetHeader => F::SreqSetHeader,
+            Op::SreqAddHeader => F::SreqAddHeader,
+            Op::SreqClearHeader => F::SreqClearHeader,
+            Op::SreqSetPath => F::SreqSetPath,
+            Op::SreqSetRawQuery => F::SreqSetRawQuery,
+            Op::SreqSetMethod => F::SreqSetMethod,
+            Op::SreqSetRawBody => F::SreqSetRawBody,
+        }
+    }
+}
+
+/// The PDK of a phase running inside the worker.
+///
+/// Reads call the matching `kong.*` function. Writes (response and upstream
+/// request headers, status, path, query, method, body) are *deferred*: they
+/// are packed into one buffer that the Lua side applies, in order, when Rust
+/// returns, because one call from Rust into Lua costs more than the write
+/// itself. Any other PDK call first applies what is pending, so a plugin
+/// always reads what it wrote and the order of effects is kept; a write Kong
+/// rejects surfaces as an `Err` of that next call, or, at the end of the
+/// phase, as a failed phase (500).
+///
+/// Buffer format, per write: op (u8), name length (u32 LE), name, value
+/// length (u32 LE), value.
 pub struct LuaPdk<'lua> {
     lua: &'lua Lua,
     handles: Rc<Handles>,
+    actions: Vec<u8>,
+    // kong.ctx.shared / kong.ctx.plugin of this request, fetched on first use.
+    shared: Option<Table>,
+    plugin: Option<Table>,
 }
 
 impl<'lua> LuaPdk<'lua> {
@@ -126,7 +191,63 @@ impl<'lua> LuaPdk<'lua> {
         LuaPdk {
             lua,
             handles: cache.current(),
+            actions: Vec::new(),
+            shared: None,
+            plugin: None,
         }
+    }
+
+    /// Queues a write for the Lua side.
+    fn defer(&mut self, op: Op, name: &[u8], value: &[u8]) -> Result<()> {
+        let too_long = |_| Error::msg("a PDK argument is longer than 4 GiB");
+        let name_len = u32::try_from(name.len()).map_err(too_long)?;
+        let value_len = u32::try_from(value.len()).map_err(too_long)?;
+        self.actions.reserve(9 + name.len() + value.len());
+        self.actions.push(op as u8);
+        self.actions.extend_from_slice(&name_len.to_le_bytes());
+        self.actions.extend_from_slice(name);
+        self.actions.extend_from_slice(&value_len.to_le_bytes());
+        self.actions.extend_from_slice(value);
+        Ok(())
+    }
+
+    /// The writes not applied yet, for the Lua side to apply after the phase.
+    pub(crate) fn take_actions(&mut self) -> Option<Vec<u8>> {
+        (!self.actions.is_empty()).then(|| std::mem::take(&mut self.actions))
+    }
+
+    /// Applies the pending writes now, by calling the `kong.*` functions.
+    fn flush(&mut self) -> Result<()> {
+        if self.actions.is_empty() {
+            return Ok(());
+        }
+        let actions = std::mem::take(&mut self.actions);
+        for (op, name, value) in decode_actions(&actions)? {
+            let function = op.function();
+            match op {
+                Op::RespClearHeader | Op::SreqClearHeader => {
+                    self.call::<()>(function, self.lua.create_string(name)?)?
+                }
+                Op::RespSetStatus => {
+                    let status: u16 = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| Error::msg("corrupt status action"))?;
+                    self.call::<()>(function, status)?
+                }
+                Op::SreqSetPath | Op::SreqSetRawQuery | Op::SreqSetMethod | Op::SreqSetRawBody => {
+                    self.call::<()>(function, self.lua.create_string(value)?)?
+                }
+                _ => self.call::<()>(
+                    function,
+                    (
+                        self.lua.create_string(name)?,
+                        self.lua.create_string(value)?,
+                    ),
+                )?,
+            }
+        }
+        Ok(())
     }
 
     /// The Lua state this PDK calls into.
@@ -173,10 +294,6 @@ impl<'lua> LuaPdk<'lua> {
             .map_err(|e| Error::with_context(format_args!("kong.{}", PATHS[id as usize]), e))
     }
 
-    fn bytes(&self, bytes: &[u8]) -> Result<mlua::LuaString> {
-        Ok(self.lua.create_string(bytes)?)
-    }
-
     /// `kong.ctx`, looked up once.
     fn ctx_table(&self) -> Result<&Table> {
         if let Some(table) = self.handles.ctx.get() {
@@ -194,13 +311,24 @@ impl<'lua> LuaPdk<'lua> {
         Ok(self.handles.ctx.get_or_init(|| table))
     }
 
-    /// `kong.ctx.plugin` of the current request (Kong resolves it per request).
-    pub(crate) fn plugin_ctx(&self) -> Result<Table> {
-        Ok(self.ctx_table()?.get("plugin")?)
+    /// `kong.ctx.plugin` of the current request (Kong resolves it per
+    /// request; one phase call is one request, so it is kept for the call).
+    pub(crate) fn plugin_ctx(&mut self) -> Result<Table> {
+        if let Some(table) = &self.plugin {
+            return Ok(table.clone());
+        }
+        let table: Table = self.ctx_table()?.get("plugin")?;
+        self.plugin = Some(table.clone());
+        Ok(table)
     }
 
-    fn shared_ctx(&self) -> Result<Table> {
-        Ok(self.ctx_table()?.get("shared")?)
+    fn shared_ctx(&mut self) -> Result<Table> {
+        if let Some(table) = &self.shared {
+            return Ok(table.clone());
+        }
+        let table: Table = self.ctx_table()?.get("shared")?;
+        self.shared = Some(table.clone());
+        Ok(table)
     }
 
     /// Calls a function that returns `value` or `nil, err` (Kong's convention)
@@ -212,6 +340,32 @@ impl<'lua> LuaPdk<'lua> {
             (value, _) => Ok(value),
         }
     }
+}
+
+/// One deferred write: op, name, value.
+type Action<'a> = (Op, &'a [u8], &'a [u8]);
+
+/// Splits an action buffer into its writes.
+fn decode_actions(buffer: &[u8]) -> Result<Vec<Action<'_>>> {
+    let corrupt = || Error::msg("corrupt action buffer");
+    let mut actions = Vec::new();
+    let mut rest = buffer;
+    while let Some((&code, tail)) = rest.split_first() {
+        let op = *Op::ALL
+            .get(usize::from(code).wrapping_sub(1))
+            .ok_or_else(corrupt)?;
+        let (name, tail) = take_field(tail).ok_or_else(corrupt)?;
+        let (value, tail) = take_field(tail).ok_or_else(corrupt)?;
+        actions.push((op, name, value));
+        rest = tail;
+    }
+    Ok(actions)
+}
+
+fn take_field(buffer: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = buffer.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+    (rest.len() >= len).then(|| rest.split_at(len))
 }
 
 /// Flattens Kong's header table (`name -> string | { string, … }`).
@@ -347,32 +501,40 @@ impl Log for LuaPdk<'_> {
 
 impl Request for LuaPdk<'_> {
     fn get_header(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.flush()?;
         Ok(self
             .call::<Option<BString>>(F::ReqGetHeader, name)?
             .map(Into::into))
     }
     fn get_headers(&mut self) -> Result<Headers> {
+        self.flush()?;
         headers_from(self.call(F::ReqGetHeaders, ())?)
     }
     fn get_method(&mut self) -> Result<String> {
+        self.flush()?;
         self.call(F::ReqGetMethod, ())
     }
     fn get_path(&mut self) -> Result<Vec<u8>> {
+        self.flush()?;
         Ok(self.call::<BString>(F::ReqGetPath, ())?.into())
     }
     fn get_path_with_query(&mut self) -> Result<Vec<u8>> {
+        self.flush()?;
         Ok(self.call::<BString>(F::ReqGetPathWithQuery, ())?.into())
     }
     fn get_raw_query(&mut self) -> Result<Vec<u8>> {
+        self.flush()?;
         Ok(self.call::<BString>(F::ReqGetRawQuery, ())?.into())
     }
     fn get_query_arg(&mut self, name: &str) -> Result<Option<QueryValue>> {
+        self.flush()?;
         match self.call::<LuaValue>(F::ReqGetQueryArg, name)? {
             LuaValue::Nil => Ok(None),
             value => query_value(value).map(Some),
         }
     }
     fn get_query(&mut self) -> Result<Vec<(Vec<u8>, QueryValue)>> {
+        self.flush()?;
         let table: Table = self.call(F::ReqGetQuery, ())?;
         let mut args = Vec::new();
         for pair in table.pairs::<BString, LuaValue>() {
@@ -389,77 +551,86 @@ impl Request for LuaPdk<'_> {
         Ok(args)
     }
     fn get_scheme(&mut self) -> Result<String> {
+        self.flush()?;
         self.call(F::ReqGetScheme, ())
     }
     fn get_host(&mut self) -> Result<String> {
+        self.flush()?;
         self.call(F::ReqGetHost, ())
     }
     fn get_port(&mut self) -> Result<u16> {
+        self.flush()?;
         self.call(F::ReqGetPort, ())
     }
     fn get_http_version(&mut self) -> Result<Option<f64>> {
+        self.flush()?;
         self.call(F::ReqGetHttpVersion, ())
     }
     fn get_raw_body(&mut self) -> Result<Option<Vec<u8>>> {
+        self.flush()?;
         Ok(self
             .call_checked::<BString>(F::ReqGetRawBody, ())?
             .map(Into::into))
     }
     fn get_start_time(&mut self) -> Result<f64> {
+        self.flush()?;
         self.call(F::ReqGetStartTime, ())
     }
 }
 
 impl Response for LuaPdk<'_> {
     fn get_status(&mut self) -> Result<u16> {
+        self.flush()?;
         self.call(F::RespGetStatus, ())
     }
     fn get_header(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.flush()?;
         Ok(self
             .call::<Option<BString>>(F::RespGetHeader, name)?
             .map(Into::into))
     }
     fn get_headers(&mut self) -> Result<Headers> {
+        self.flush()?;
         headers_from(self.call(F::RespGetHeaders, ())?)
     }
     fn set_status(&mut self, status: u16) -> Result<()> {
-        self.call(F::RespSetStatus, status)
+        self.defer(Op::RespSetStatus, b"", status.to_string().as_bytes())
     }
     fn set_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
-        self.call(F::RespSetHeader, (name, self.bytes(value)?))
+        self.defer(Op::RespSetHeader, name.as_bytes(), value)
     }
     fn add_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
-        self.call(F::RespAddHeader, (name, self.bytes(value)?))
+        self.defer(Op::RespAddHeader, name.as_bytes(), value)
     }
     fn clear_header(&mut self, name: &str) -> Result<()> {
-        self.call(F::RespClearHeader, name)
+        self.defer(Op::RespClearHeader, name.as_bytes(), b"")
     }
 }
 
 impl ServiceRequest for LuaPdk<'_> {
     fn set_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
-        self.call(F::SreqSetHeader, (name, self.bytes(value)?))
+        self.defer(Op::SreqSetHeader, name.as_bytes(), value)
     }
     fn add_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
-        self.call(F::SreqAddHeader, (name, self.bytes(value)?))
+        self.defer(Op::SreqAddHeader, name.as_bytes(), value)
     }
     fn clear_header(&mut self, name: &str) -> Result<()> {
-        self.call(F::SreqClearHeader, name)
+        self.defer(Op::SreqClearHeader, name.as_bytes(), b"")
     }
     fn set_headers(&mut self, headers: &[(&str, &[u8])]) -> Result<()> {
-        let table = self.lua.create_table_with_capacity(0, headers.len())?;
         for (name, value) in headers {
-            table.raw_set(*name, BStr::new(value))?;
+            self.defer(Op::SreqSetHeader, name.as_bytes(), value)?;
         }
-        self.call(F::SreqSetHeaders, table)
+        Ok(())
     }
     fn set_path(&mut self, path: &[u8]) -> Result<()> {
-        self.call(F::SreqSetPath, self.bytes(path)?)
+        self.defer(Op::SreqSetPath, b"", path)
     }
     fn set_raw_query(&mut self, query: &[u8]) -> Result<()> {
-        self.call(F::SreqSetRawQuery, self.bytes(query)?)
+        self.defer(Op::SreqSetRawQuery, b"", query)
     }
     fn set_query(&mut self, args: &[(&[u8], &[u8])]) -> Result<()> {
+        self.flush()?;
         let table = self.lua.create_table_with_capacity(0, args.len())?;
         for (name, value) in args {
             table.raw_set(BStr::new(name), BStr::new(value))?;
@@ -467,26 +638,30 @@ impl ServiceRequest for LuaPdk<'_> {
         self.call(F::SreqSetQuery, table)
     }
     fn set_method(&mut self, method: &str) -> Result<()> {
-        self.call(F::SreqSetMethod, method)
+        self.defer(Op::SreqSetMethod, b"", method.as_bytes())
     }
     fn set_raw_body(&mut self, body: &[u8]) -> Result<()> {
-        self.call(F::SreqSetRawBody, self.bytes(body)?)
+        self.defer(Op::SreqSetRawBody, b"", body)
     }
 }
 
 impl ServiceResponse for LuaPdk<'_> {
     fn get_status(&mut self) -> Result<Option<u16>> {
+        self.flush()?;
         self.call(F::SrespGetStatus, ())
     }
     fn get_header(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.flush()?;
         Ok(self
             .call::<Option<BString>>(F::SrespGetHeader, name)?
             .map(Into::into))
     }
     fn get_headers(&mut self) -> Result<Headers> {
+        self.flush()?;
         headers_from(self.call(F::SrespGetHeaders, ())?)
     }
     fn get_raw_body(&mut self) -> Result<Option<Vec<u8>>> {
+        self.flush()?;
         Ok(self
             .call_checked::<BString>(F::SrespGetRawBody, ())?
             .map(Into::into))
@@ -495,18 +670,23 @@ impl ServiceResponse for LuaPdk<'_> {
 
 impl Client for LuaPdk<'_> {
     fn get_ip(&mut self) -> Result<String> {
+        self.flush()?;
         self.call(F::CliGetIp, ())
     }
     fn get_forwarded_ip(&mut self) -> Result<String> {
+        self.flush()?;
         self.call(F::CliGetForwardedIp, ())
     }
     fn get_port(&mut self) -> Result<u16> {
+        self.flush()?;
         self.call(F::CliGetPort, ())
     }
     fn get_consumer(&mut self) -> Result<Option<Entity>> {
+        self.flush()?;
         entity_from(self.call(F::CliGetConsumer, ())?, "username")
     }
     fn get_credential(&mut self) -> Result<Option<Entity>> {
+        self.flush()?;
         entity_from(self.call(F::CliGetCredential, ())?, "name")
     }
 }
@@ -532,6 +712,7 @@ impl Ctx for LuaPdk<'_> {
 
 impl Nginx for LuaPdk<'_> {
     fn get_var(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.flush()?;
         Ok(self
             .call::<Option<BString>>(F::NgxGetVar, name)?
             .map(Into::into))
@@ -540,9 +721,11 @@ impl Nginx for LuaPdk<'_> {
 
 impl Router for LuaPdk<'_> {
     fn get_route(&mut self) -> Result<Option<Entity>> {
+        self.flush()?;
         entity_from(self.call(F::RouterGetRoute, ())?, "name")
     }
     fn get_service(&mut self) -> Result<Option<Entity>> {
+        self.flush()?;
         entity_from(self.call(F::RouterGetService, ())?, "name")
     }
 }

@@ -253,7 +253,8 @@ impl Plugin for InWorker {
                     kong.service_request().set_header("x-bench-set", b"value")?;
                 }
                 InWorkerOp::CtxSet => {
-                    kong.ctx().shared_set("bench", crate::Value::from("value"))?;
+                    kong.ctx()
+                        .shared_set("bench", crate::Value::from("value"))?;
                 }
                 InWorkerOp::CtxGet => {
                     found += usize::from(kong.ctx().shared_get("bench")? != crate::Value::Nil);

@@ -31,7 +31,7 @@ pub enum FaultMode {
     Err,
     /// `panic!`.
     Panic,
-    /// Call a PDK function with arguments Kong rejects, and return its `Err`.
+    /// Make a PDK call Kong rejects, and return the `Err` it reports.
     PdkError,
 }
 
@@ -59,8 +59,12 @@ impl Fault {
         match self.mode {
             FaultMode::Err => Err(format!("rs-fault: deliberate error in {phase}").into()),
             FaultMode::Panic => panic!("rs-fault: deliberate panic in {phase}"),
-            // Status 0 is out of range for kong.response.set_status, which raises.
-            FaultMode::PdkError => kong.response().set_status(0),
+            // Status 0 is out of range: kong.response.set_status raises, and the
+            // next PDK call (which applies pending writes) reports it to Rust.
+            FaultMode::PdkError => {
+                kong.response().set_status(0)?;
+                kong.response().get_status().map(|_| ())
+            }
         }
     }
 }

@@ -69,13 +69,16 @@ function InWorkerBench:access(conf)
   shared.bench = nil
 
   -- The same calls from Rust: one dispatch runs `n` calls in a Rust loop.
+  -- Deferred writes are applied as the glue applies them: their cost counts.
+  local apply_actions = require("kong_rs.actions").apply
   local inworker = native.plugins["rs-inworker"]
   for _, op in ipairs({ "noop", "get_header", "set_header", "ctx_set", "ctx_get" }) do
     local instance = assert(inworker.new({ op = op, iterations = n }))
     local run = instance.access
     record("rust: " .. op, median_ns(repeats, 1, function()
-      local failed, err = run()
+      local actions, failed, err = run()
       if failed == false then error(err) end
+      if actions then apply_actions(actions) end
     end) / n)
   end
 

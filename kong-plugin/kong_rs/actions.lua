@@ -1,0 +1,79 @@
+-- kong_rs.actions: applies the writes a Rust phase deferred.
+--
+-- Calling Lua from Rust costs more than most writes, so the Rust PDK packs
+-- writes into one string, returned when the phase ends, and this module
+-- performs them in order with the real kong.* functions (JIT-compiled here).
+-- Format, per write: op (u8), name length (u32 LE), name, value length
+-- (u32 LE), value. Op codes match `Op` in src/pdk/lua.rs.
+
+local ffi = require("ffi")
+
+local ffi_cast = ffi.cast
+local ffi_string = ffi.string
+local tonumber = tonumber
+local error = error
+
+local BYTES = ffi.typeof("const uint8_t *")
+
+local RESP_SET_HEADER = 1
+local RESP_ADD_HEADER = 2
+local RESP_CLEAR_HEADER = 3
+local RESP_SET_STATUS = 4
+local SREQ_SET_HEADER = 5
+local SREQ_ADD_HEADER = 6
+local SREQ_CLEAR_HEADER = 7
+local SREQ_SET_PATH = 8
+local SREQ_SET_RAW_QUERY = 9
+local SREQ_SET_METHOD = 10
+local SREQ_SET_RAW_BODY = 11
+
+
+local function u32(p, i)
+  return p[i] + p[i + 1] * 0x100 + p[i + 2] * 0x10000 + p[i + 3] * 0x1000000
+end
+
+
+--- Performs every write in `buffer`, in order. Raises what kong.* raises.
+local function apply(buffer)
+  local p = ffi_cast(BYTES, buffer)
+  local size = #buffer
+  local i = 0
+  while i < size do
+    local op = p[i]
+    local name_len = u32(p, i + 1)
+    local name = ffi_string(p + i + 5, name_len)
+    i = i + 5 + name_len
+    local value_len = u32(p, i)
+    local value = ffi_string(p + i + 4, value_len)
+    i = i + 4 + value_len
+
+    if op == SREQ_SET_HEADER then
+      kong.service.request.set_header(name, value)
+    elseif op == RESP_SET_HEADER then
+      kong.response.set_header(name, value)
+    elseif op == RESP_ADD_HEADER then
+      kong.response.add_header(name, value)
+    elseif op == RESP_CLEAR_HEADER then
+      kong.response.clear_header(name)
+    elseif op == RESP_SET_STATUS then
+      kong.response.set_status(tonumber(value))
+    elseif op == SREQ_ADD_HEADER then
+      kong.service.request.add_header(name, value)
+    elseif op == SREQ_CLEAR_HEADER then
+      kong.service.request.clear_header(name)
+    elseif op == SREQ_SET_PATH then
+      kong.service.request.set_path(value)
+    elseif op == SREQ_SET_RAW_QUERY then
+      kong.service.request.set_raw_query(value)
+    elseif op == SREQ_SET_METHOD then
+      kong.service.request.set_method(value)
+    elseif op == SREQ_SET_RAW_BODY then
+      kong.service.request.set_raw_body(value)
+    else
+      error("kong_rs.actions: unknown op " .. tostring(op))
+    end
+  end
+end
+
+
+return { apply = apply }
