@@ -374,6 +374,11 @@ local function dispatch(method, segs)
   if a == "status" and n == 1 then
     return status()
   end
+  if a == "kong-rs" and b == "plugins" and n == 4 and segs[4] == "stats" then
+    if method ~= "GET" then return respond(405, { message = "Method not allowed" }) end
+    local gc = req.get_uri_args().gc
+    return respond(require("kong_rs_gateway.debug").plugin_stats(c, gc == "true" or gc == "1" or gc == true))
+  end
   if a == "schemas" and b == "plugins" and n == 3 then
     if c == "validate" and method == "POST" then
       return validate_plugin()

@@ -78,6 +78,7 @@ function _M.init_worker()
   if not ok then
     log(ERR, "kong-rs-gateway: cannot load configuration: ", err)
   end
+  require("kong_rs_gateway.debug").init_worker()
   -- plugins' init_worker, like Kong (errors are logged, not fatal)
   for _, p in ipairs(plugins.ordered()) do
     if type(p.handler.init_worker) == "function" then

@@ -1,0 +1,172 @@
+-- Bad input, Admin API side (issue 4): a table of invalid configs for every
+-- bundled plugin, each POSTed and PATCHed through the Admin API. Every one
+-- must be refused with 400 naming the field and the rule; none may be
+-- stored; nothing may crash (worker PIDs unchanged, proxy still serves).
+local h = require "spec.support.helpers"
+local cjson = require "cjson"
+
+local function nest(depth, leaf)
+  return string.rep("[", depth) .. leaf .. string.rep("]", depth)
+end
+
+local BIG = string.rep("a", 600 * 1024)
+
+-- Each case: raw JSON `config` text, the field path in the error's `fields`,
+-- and a Lua pattern the message must match (the rule).
+local CASES = {
+  ["rs-hello"] = {
+    { "missing required field", [[{}]], "message", "required field missing" },
+    { "explicit null for a required field", [[{"message":null}]], "message", "required field missing" },
+    { "number for a string", [[{"message":123}]], "message", "expected a string" },
+    { "boolean for a string", [[{"message":true}]], "message", "expected a string" },
+    { "object for a string", [[{"message":{"a":1}}]], "message", "expected a string" },
+    { "array for a string", [[{"message":["a"]}]], "message", "expected a string" },
+    { "string for an integer", [[{"message":"x","deny_status":"403"}]], "deny_status", "expected an integer" },
+    { "float for an integer", [[{"message":"x","deny_status":403.5}]], "deny_status", "expected an integer" },
+    { "below range", [[{"message":"x","deny_status":399}]], "deny_status", "between 400 and 599" },
+    { "above range", [[{"message":"x","deny_status":600}]], "deny_status", "between 400 and 599" },
+    { "negative", [[{"message":"x","deny_status":-1}]], "deny_status", "between 400 and 599" },
+    { "huge number", [[{"message":"x","deny_status":1e308}]], "deny_status", "" },
+    { "unknown field", [[{"message":"x","colour":"red"}]], "colour", "unknown field" },
+    { "CRLF in a header value (Rust constructor)", [[{"message":"a\r\nSet-Cookie: x"}]], nil, "CR or LF" },
+    { "NUL byte in a header value", [[{"message":"a\u0000b"}]], nil, "control",
+      known = "accepted today: the Rust constructor refuses only CR/LF in a header value" },
+    { "non-UTF-8 bytes", '{"message":"caf\xe9 \xff\xfe"}', nil, "config.message: invalid value: byte array, expected a string" },
+    { "deeply nested value (30 levels)", '{"message":' .. nest(30, '"x"') .. '}', "message", "expected a string" },
+    { "absurd size (600 KB message)", '{"message":"' .. BIG .. '"}', "message", "length must be at most",
+      known = "accepted today: HelloConfig.message has no maximum length" },
+    { "config not a record", [["hello"]], nil, "expected a record" },
+    { "config an array", [[["message","x"] ]], "1", "unknown field" },
+  },
+  ["rs-file-log"] = {
+    { "missing required field", [[{}]], "path", "required field missing" },
+    { "number for a string", [[{"path":42}]], "path", "expected a string" },
+    { "object for a string", [[{"path":{"p":"/tmp/x"}}]], "path", "expected a string" },
+    { "string for a boolean", [[{"path":"/tmp/x.log","reopen":"yes"}]], "reopen", "expected a boolean" },
+    { "number for a boolean", [[{"path":"/tmp/x.log","reopen":1}]], "reopen", "expected a boolean" },
+    { "unknown field", [[{"path":"/tmp/x.log","rotate":true}]], "rotate", "unknown field" },
+    { "relative path (Rust constructor)", [[{"path":"relative.log"}]], nil, "absolute file path" },
+    { "empty path", [[{"path":""}]], "path", "length must be at least 1" },
+    { "directory path", [[{"path":"/tmp/"}]], nil, "must name a file" },
+    { "NUL byte in the path", [[{"path":"/tmp/a\u0000b.log"}]], nil, "" },
+    { "non-UTF-8 bytes", '{"path":"/tmp/caf\xe9.log"}', nil, "config.path: invalid value: byte array, expected a string" },
+    { "deeply nested value (30 levels)", '{"path":' .. nest(30, '"/tmp/x"') .. '}', "path", "expected a string" },
+    { "absurd size (600 KB path)", '{"path":"/' .. BIG .. '"}', "path", "length must be at most",
+      known = "accepted today: FileLogConfig.path has no maximum length (PATH_MAX is 4096)" },
+    { "config not a record", [[42]], nil, "expected a record" },
+  },
+}
+
+-- Where a message for `field` lands: fields.config[field], or fields.config
+-- itself when the rule is on the record (custom_validator, record type).
+local function message_for(json, field)
+  local config = json and json.fields and json.fields.config
+  if field == nil then
+    return type(config) == "string" and config or nil
+  end
+  return type(config) == "table" and config[field] or nil
+end
+
+describe("reliability: invalid plugin configs through the Admin API", function()
+  local admin, proxy, workers
+  local existing = {}
+
+  lazy_setup(function()
+    h.start({ plugins = { "rs-hello", "rs-file-log" } })
+    admin, proxy = h.admin(), h.proxy()
+    h.res_status(201, admin:post("/services", { name = "bad-svc", url = h.upstream_url() }))
+    h.res_status(201, admin:post("/services/bad-svc/routes", { name = "bad", paths = { "/bad" } }))
+    local res = admin:post("/routes/bad/plugins", { name = "rs-hello", config = { message = "still here" } })
+    h.res_status(201, res)
+    existing["rs-hello"] = res.json
+    res = admin:post("/routes/bad/plugins", { name = "rs-file-log", config = { path = os.tmpname() } })
+    h.res_status(201, res)
+    existing["rs-file-log"] = res.json
+    workers = h.worker_pids()
+  end)
+
+  lazy_teardown(function()
+    h.stop()
+  end)
+
+  for plugin, cases in pairs(CASES) do
+    for _, case in ipairs(cases) do
+      local label, config, field, rule = case[1], case[2], case[3], case[4]
+      local test = case.known and pending or it
+      local title = plugin .. ": " .. label .. " is refused with 400 naming " .. tostring(field or "config")
+      if case.known then
+        -- Known gap, reported in docs/reliability.md: shown as pending, and
+        -- the spec below proves it does not crash anything.
+        title = title .. " [KNOWN GAP: " .. case.known .. "]"
+      end
+      test(title, function()
+        for _, method in ipairs({ "POST", "PATCH" }) do
+          local path = method == "POST" and "/plugins" or "/plugins/" .. existing[plugin].id
+          local body = method == "POST"
+            and '{"name":"' .. plugin .. '","config":' .. config .. '}'
+            or '{"config":' .. config .. '}'
+          local res = assert(admin:send({ method = method, path = path, body = body,
+                                          headers = { ["Content-Type"] = "application/json" } }))
+          assert.equal(400, res.status, method .. " " .. label .. ": " .. tostring(res.body):sub(1, 300))
+          assert.equal("schema violation", res.json and res.json.name, res.body:sub(1, 300))
+          local message = message_for(res.json, field)
+          assert.is_string(message, method .. ": no message for " .. tostring(field) .. " in " .. res.body:sub(1, 300))
+          assert.matches(rule, message, 1, true)
+        end
+      end)
+    end
+  end
+
+  it("an unparseable body (10,000 levels of nesting) is a 400, not a crash", function()
+    local res = admin:send({ method = "POST", path = "/plugins",
+                             body = '{"name":"rs-hello","config":{"message":' .. nest(10000, '"x"') .. '}}',
+                             headers = { ["Content-Type"] = "application/json" } })
+    assert.equal(400, res.status, res.body)
+    assert.equal("Cannot parse JSON body", res.json.message)
+  end)
+
+  it("a body over the Admin API's 1 MB limit is refused (413) without effect", function()
+    local res = admin:send({ method = "POST", path = "/plugins",
+                             body = '{"name":"rs-hello","config":{"message":"' .. string.rep("a", 2 * 1024 * 1024) .. '"}}',
+                             headers = { ["Content-Type"] = "application/json" } })
+    assert.equal(413, res.status)
+  end)
+
+  it("known gaps: the configs accepted today crash nothing when used", function()
+    h.res_status(201, admin:post("/services/bad-svc/routes", { name = "gap", paths = { "/gap" } }))
+    for plugin, cases in pairs(CASES) do
+      for _, case in ipairs(cases) do
+        if case.known then
+          local res = admin:send({ method = "POST", path = "/routes/gap/plugins",
+                                   body = '{"name":"' .. plugin .. '","config":' .. case[2] .. '}',
+                                   headers = { ["Content-Type"] = "application/json" } })
+          if res.status == 201 then
+            local r = proxy:get("/gap")
+            assert.is_number(r and r.status, plugin .. " " .. case[1])
+            h.res_status(204, admin:delete("/plugins/" .. res.json.id))
+          end
+        end
+      end
+    end
+    h.res_status(204, admin:delete("/routes/gap"))
+    assert.same(workers, h.worker_pids())
+  end)
+
+  it("none was stored, the old configs are intact, nothing crashed", function()
+    local res = admin:get("/plugins")
+    h.res_status(200, res)
+    assert.equal(2, #res.json.data)
+    for _, p in ipairs(res.json.data) do
+      assert.same(existing[p.name].config, p.config)
+    end
+    for _ = 1, 10 do
+      local r = proxy:get("/bad")
+      h.res_status(200, r)
+      assert.equal("still here", r.headers["x-hello-from-rust"])
+    end
+    assert.same(workers, h.worker_pids())
+    local log = h.error_log()
+    assert.is_nil(log:find("[alert]", 1, true), "no worker died")
+    assert.is_nil(log:find("exited on signal", 1, true))
+  end)
+end)
