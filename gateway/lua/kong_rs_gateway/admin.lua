@@ -374,6 +374,9 @@ local function dispatch(method, segs)
   if a == "status" and n == 1 then
     return status()
   end
+  if a == "kong-rs" and b == "upstream" and n == 2 and method == "GET" then
+    return respond(200, { hits = ngx.shared.kong_rs:get("echo:hits") or 0 })
+  end
   if a == "kong-rs" and b == "plugins" and n == 4 and segs[4] == "stats" then
     if method ~= "GET" then return respond(405, { message = "Method not allowed" }) end
     local gc = req.get_uri_args().gc

@@ -9,6 +9,10 @@ local var = ngx.var
 local _M = {}
 
 function _M.serve()
+  -- counted for the specs (GET /kong-rs/upstream on the Admin API): proves
+  -- whether a request reached the upstream at all
+  local dict = ngx.shared.kong_rs
+  if dict then dict:incr("echo:hits", 1, 0) end
   req.read_body()
   local body = req.get_body_data()
   if not body and req.get_body_file() then

@@ -1,0 +1,96 @@
+-- Shared bits of the reliability specs: environment for the gateway launcher,
+-- the echo upstream's hit counter, raw sockets for hostile requests.
+local h = require "spec.support.helpers"
+local ffi = require "ffi"
+
+pcall(ffi.cdef, [[
+  int setenv(const char *name, const char *value, int overwrite);
+  int unsetenv(const char *name);
+]])
+
+local S = {}
+
+local function root()
+  local src = debug.getinfo(1, "S").source:sub(2)
+  local dir = src:match("^(.*)/spec/reliability/[^/]+$") or "."
+  local p = io.popen("cd '" .. dir .. "' && pwd")
+  local abs = p:read("*l")
+  p:close()
+  return abs
+end
+S.ROOT = root()
+
+function S.setenv(name, value)
+  if value == nil then
+    ffi.C.unsetenv(name)
+  else
+    ffi.C.setenv(name, value, 1)
+  end
+end
+
+--- Starts the gateway with the benchmark plugins (rs-bench-json) on the path.
+function S.start(opts)
+  S.setenv("KONG_RS_LUA_PATH", S.ROOT .. "/benches/plugins/?.lua")
+  local ok, err = pcall(h.start, opts)
+  S.setenv("KONG_RS_LUA_PATH", nil)
+  assert(ok, err)
+end
+
+--- Requests the echo upstream has answered so far (all workers).
+function S.upstream_hits(admin)
+  local res = admin:get("/kong-rs/upstream")
+  assert(res.status == 200, res.body)
+  return res.json.hits
+end
+
+function S.stats(admin, name, gc)
+  local res = admin:get("/kong-rs/plugins/" .. name .. "/stats" .. (gc and "?gc=true" or ""))
+  assert(res.status == 200, res.body)
+  return res.json
+end
+
+--- Sends `raw` bytes to the proxy as is; returns status, head, body.
+function S.raw(port, raw)
+  local socket = require "socket"
+  local sock = socket.tcp()
+  sock:settimeout(10)
+  assert(sock:connect("127.0.0.1", port))
+  local sent, err = 0, nil
+  local i = 1
+  while i <= #raw do
+    local last
+    last, err = sock:send(raw, i, math.min(#raw, i + 65535))
+    if not last then break end
+    i = last + 1
+    sent = last
+  end
+  local data, rerr, partial = sock:receive("*a")
+  sock:close()
+  data = data or partial or ""
+  local head, body = data:match("^(.-)\r\n\r\n(.*)$")
+  local status = tonumber((head or data):match("^HTTP/%d%.%d (%d%d%d)"))
+  return status, head or data, body or "", sent, err or rerr
+end
+
+--- A port of the running gateway (PROXY_PORT, ADMIN_PORT, UPSTREAM_PORT).
+function S.port(name)
+  for line in io.lines(h.prefix_path() .. "/ports.env") do
+    local k, v = line:match("^([%w_]+)=(%d+)")
+    if k == name then return tonumber(v) end
+  end
+end
+
+function S.read_lines(path)
+  local f = io.open(path)
+  if not f then return {} end
+  local out = {}
+  for line in f:lines() do out[#out + 1] = line end
+  f:close()
+  return out
+end
+
+function S.log_has_death(log)
+  return log:find("exited on signal", 1, true) or log:find("[alert]", 1, true)
+end
+
+return S
