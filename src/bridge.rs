@@ -207,6 +207,7 @@ fn factory<P: Plugin>(
                         counters: new_counters.clone(),
                     });
                     let table = instance_table(lua, &instance, &new_cache)?;
+                    add_fast_path(lua, &table, &instance)?;
                     Ok((LuaValue::Table(table), None))
                 }
                 Err(message) => Ok((LuaValue::Nil, Some(message))),
@@ -266,6 +267,33 @@ fn instance_table<P: Plugin>(
         table.raw_set(phase.name(), function)?;
     }
     Ok(table)
+}
+
+/// Gives an instance that opts in ([`Plugin::fast_path`]) its FFI handle:
+/// `fast` (a pointer the Lua side wraps with `ffi.gc`, which frees it),
+/// `fast_headers` and `fast_body`.
+fn add_fast_path<P: Plugin>(
+    lua: &Lua,
+    table: &Table,
+    instance: &Rc<Instance<P>>,
+) -> mlua::Result<()> {
+    // The fast path has no per-request state to carry.
+    if size_of::<P::State>() != 0 {
+        return Ok(());
+    }
+    let Some(fast_path) = instance.plugin.fast_path() else {
+        return Ok(());
+    };
+    table.raw_set(
+        "fast_headers",
+        lua.create_sequence_from(fast_path.request_headers.iter().map(String::as_str))?,
+    )?;
+    table.raw_set("fast_body", fast_path.request_body)?;
+    let handle =
+        crate::ffi::KongRsInstance::new(instance.clone(), |i: &Instance<P>| &i.plugin, fast_path);
+    let pointer = Box::into_raw(handle);
+    table.raw_set("fast", mlua::LightUserData(pointer.cast()))?;
+    Ok(())
 }
 
 /// Runs one phase, turning a panic into an error like any other.
@@ -393,7 +421,7 @@ fn phase_result(
     Ok(values)
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         (*text).to_string()
     } else if let Some(text) = panic.downcast_ref::<String>() {

@@ -65,6 +65,7 @@ extern crate self as kong_rs;
 
 mod bridge;
 mod error;
+pub mod ffi;
 pub mod pdk;
 mod plugin;
 pub mod plugins;
@@ -77,7 +78,7 @@ pub use error::{Error, Result};
 pub use kong_rs_macros::plugin;
 pub use pdk::mock::{MockPdk, run_request};
 pub use pdk::{Entity, Headers, LogLevel, Pdk, QueryValue, Value};
-pub use plugin::{Exit, Flow, Phase, Plugin};
+pub use plugin::{Exit, FastPath, Flow, Phase, Plugin};
 
 /// Re-exported so that [`export_plugins!`] works without a direct dependency.
 #[doc(hidden)]

@@ -1,7 +1,7 @@
 -- kong_rs.actions: applies the writes a Rust phase deferred.
 --
 -- Calling Lua from Rust costs more than most writes, so the Rust PDK packs
--- writes into one string, returned when the phase ends, and this module
+-- writes (and, on the FFI fast path, log lines) into one string, returned when the phase ends, and this module
 -- performs them in order with the real kong.* functions (JIT-compiled here).
 -- Format, per write: op (u8), name length (u32 LE), name, value length
 -- (u32 LE), value. Op codes match `Op` in src/pdk/lua.rs.
@@ -11,6 +11,7 @@ local ffi = require("ffi")
 local ffi_cast = ffi.cast
 local ffi_string = ffi.string
 local tonumber = tonumber
+local tostring = tostring
 local error = error
 
 local BYTES = ffi.typeof("const uint8_t *")
@@ -26,6 +27,10 @@ local SREQ_SET_PATH = 8
 local SREQ_SET_RAW_QUERY = 9
 local SREQ_SET_METHOD = 10
 local SREQ_SET_RAW_BODY = 11
+local LOG_ERR = 12
+local LOG_DEBUG = 16
+
+local LOG_LEVELS = { [12] = "err", [13] = "warn", [14] = "notice", [15] = "info", [16] = "debug" }
 
 
 local function u32(p, i)
@@ -33,45 +38,60 @@ local function u32(p, i)
 end
 
 
---- Performs every write in `buffer`, in order. Raises what kong.* raises.
+-- Performs the action at offset `i` of `p`; returns the next offset.
+local function apply_one(p, i)
+  local op = p[i]
+  local name_len = u32(p, i + 1)
+  local name = ffi_string(p + i + 5, name_len)
+  i = i + 5 + name_len
+  local value_len = u32(p, i)
+  local value = ffi_string(p + i + 4, value_len)
+
+  if op == SREQ_SET_HEADER then
+    kong.service.request.set_header(name, value)
+  elseif op == RESP_SET_HEADER then
+    kong.response.set_header(name, value)
+  elseif op == RESP_ADD_HEADER then
+    kong.response.add_header(name, value)
+  elseif op == RESP_CLEAR_HEADER then
+    kong.response.clear_header(name)
+  elseif op == RESP_SET_STATUS then
+    kong.response.set_status(tonumber(value))
+  elseif op == SREQ_ADD_HEADER then
+    kong.service.request.add_header(name, value)
+  elseif op == SREQ_CLEAR_HEADER then
+    kong.service.request.clear_header(name)
+  elseif op == SREQ_SET_PATH then
+    kong.service.request.set_path(value)
+  elseif op == SREQ_SET_RAW_QUERY then
+    kong.service.request.set_raw_query(value)
+  elseif op == SREQ_SET_METHOD then
+    kong.service.request.set_method(value)
+  elseif op == SREQ_SET_RAW_BODY then
+    kong.service.request.set_raw_body(value)
+  elseif op >= LOG_ERR and op <= LOG_DEBUG then
+    kong.log[LOG_LEVELS[op]](value)
+  else
+    error("kong_rs.actions: unknown op " .. tostring(op))
+  end
+  return i + 4 + value_len
+end
+
+
+--- Performs every action in `buffer`, in order. Raises what kong.* raises.
+-- The first four are applied by straight-line code: a loop here, entered
+-- once per request with a handful of iterations, would keep LuaJIT from
+-- compiling the caller into one trace.
 local function apply(buffer)
   local p = ffi_cast(BYTES, buffer)
   local size = #buffer
   local i = 0
+  if i < size then i = apply_one(p, i) end
+  if i < size then i = apply_one(p, i) end
+  if i < size then i = apply_one(p, i) end
+  if i < size then i = apply_one(p, i) end
   while i < size do
-    local op = p[i]
-    local name_len = u32(p, i + 1)
-    local name = ffi_string(p + i + 5, name_len)
-    i = i + 5 + name_len
-    local value_len = u32(p, i)
-    local value = ffi_string(p + i + 4, value_len)
-    i = i + 4 + value_len
-
-    if op == SREQ_SET_HEADER then
-      kong.service.request.set_header(name, value)
-    elseif op == RESP_SET_HEADER then
-      kong.response.set_header(name, value)
-    elseif op == RESP_ADD_HEADER then
-      kong.response.add_header(name, value)
-    elseif op == RESP_CLEAR_HEADER then
-      kong.response.clear_header(name)
-    elseif op == RESP_SET_STATUS then
-      kong.response.set_status(tonumber(value))
-    elseif op == SREQ_ADD_HEADER then
-      kong.service.request.add_header(name, value)
-    elseif op == SREQ_CLEAR_HEADER then
-      kong.service.request.clear_header(name)
-    elseif op == SREQ_SET_PATH then
-      kong.service.request.set_path(value)
-    elseif op == SREQ_SET_RAW_QUERY then
-      kong.service.request.set_raw_query(value)
-    elseif op == SREQ_SET_METHOD then
-      kong.service.request.set_method(value)
-    elseif op == SREQ_SET_RAW_BODY then
-      kong.service.request.set_raw_body(value)
-    else
-      error("kong_rs.actions: unknown op " .. tostring(op))
-    end
+    i = apply_one(p, i)
   end
 end
 

@@ -11,6 +11,8 @@
 -- the writes Rust deferred (kong_rs.actions).
 
 local apply_actions = require("kong_rs.actions").apply
+local kong_rs_ffi = require("kong_rs_ffi")
+local ffi = require("ffi")
 
 local require = require
 local setmetatable = setmetatable
@@ -31,6 +33,40 @@ local CAN_RESPOND = {
 }
 
 local READS_BODY = { rewrite = true, access = true }
+
+local ffi_gc = ffi.gc
+local ffi_cast = ffi.cast
+local tonumber = tonumber
+local ffi_string = ffi.string
+local FFI_OK = kong_rs_ffi.OK
+local FFI_PHASES = kong_rs_ffi.PHASES
+local INSTANCE_T = kong_rs_ffi.instance_type
+
+-- Scratch space for fast-path calls, reused (one worker runs one phase at a
+-- time and nothing here yields).
+local MAX_INPUTS = 64
+local inputs = ffi.new("kong_rs_bytes_t[?]", MAX_INPUTS)
+local output = ffi.new("kong_rs_output_t")
+local ERRBUF_SIZE = 4096
+local errbuf = ffi.new("char[?]", ERRBUF_SIZE)
+local errbuf_len = ffi.new("size_t[1]")
+local anchors = {}   -- keeps input strings alive during the call
+
+
+-- Returns a function that fetches request headers `names` into the input
+-- slots: straight-line code, generated once per instance, because a short
+-- loop here would stop LuaJIT from compiling the whole phase into one trace.
+local function header_fetcher(names)
+  local lines = { "local names = ...", "return function(get_header, inputs, anchors)" }
+  for i = 1, #names do
+    lines[#lines + 1] = ("  local v%d = get_header(names[%d]); anchors[%d] = v%d;"
+                         .. " inputs[%d].ptr = v%d; inputs[%d].len = v%d and #v%d or 0")
+                        :format(i, i, i, i, i - 1, i, i - 1, i, i)
+  end
+  lines[#lines + 1] = "  return " .. #names
+  lines[#lines + 1] = "end"
+  return assert(load(table.concat(lines, "\n"), "=kong_rs.fetch_headers"))(names)
+end
 
 local _M = {}
 
@@ -83,11 +119,49 @@ local function phase_handler(name, phase, instance_for, reads_body)
   end
 
   reads_body = reads_body and READS_BODY[phase]
+  local fast_phase = FFI_PHASES[phase]
   return function(_, conf)
     local instance, err = instance_for(conf)
     if not instance then
       return fail(name, phase, err)
     end
+
+    local fast = fast_phase and instance.fast
+    if fast then
+      -- FFI fast path: fetch the declared inputs in Lua, enter Rust
+      -- through a JIT-compiled FFI call, apply what it returns.
+      local n = instance.fast_fetch(kong.request.get_header, inputs, anchors)
+      if instance.fast_body and reads_body then
+        local body = kong.request.get_raw_body()
+        n = n + 1
+        anchors[n] = body
+        inputs[n - 1].ptr = body
+        inputs[n - 1].len = body and #body or 0
+      end
+      errbuf_len[0] = ERRBUF_SIZE
+      -- `anchors` keeps the input strings alive until the next call.
+      local rc = instance.ffi_run(fast, fast_phase, inputs, n, output, errbuf, errbuf_len)
+      local actions = output.actions
+      local pending = actions.len > 0 and ffi_string(actions.ptr, tonumber(actions.len)) or nil
+      if rc ~= FFI_OK then
+        local message = ffi_string(errbuf, tonumber(errbuf_len[0]))
+        if pending then
+          pcall(apply_actions, pending) -- only the failed phase's log lines
+        end
+        return fail(name, phase, message)
+      end
+      if not apply(name, phase, pending) then
+        return
+      end
+      local status = output.status
+      if status ~= 0 then
+        local body = output.body
+        return kong.response.exit(status,
+                                  body.ptr ~= nil and ffi_string(body.ptr, tonumber(body.len)) or nil)
+      end
+      return
+    end
+
     if reads_body then
       -- May yield, so it happens here in Lua, before entering Rust.
       kong.request.get_raw_body()
@@ -130,6 +204,16 @@ function _M.new(native_name, plugin_name)
     instance, err = new_instance(conf)
     if not instance then
       return nil, "invalid configuration: " .. tostring(err)
+    end
+    if instance.fast then
+      -- Lua owns the FFI handle: freed by the GC with the instance.
+      local lib = kong_rs_ffi.load(native_name)
+      instance.ffi_run = lib.kong_rs_ffi_run
+      instance.fast = ffi_gc(ffi_cast(INSTANCE_T, instance.fast), lib.kong_rs_ffi_instance_free)
+      if #instance.fast_headers + 1 > MAX_INPUTS then
+        return nil, "invalid configuration: more than " .. (MAX_INPUTS - 1) .. " fast-path inputs"
+      end
+      instance.fast_fetch = header_fetcher(instance.fast_headers)
     end
     instances[conf] = instance
     return instance

@@ -89,3 +89,15 @@ describe(PLUGIN_NAME .. ": (unit)", function()
     assert.matches("deny_status must be between 400 and 599, got 200", errors[1], nil, true)
   end)
 end)
+
+describe("rs-hello: (FFI fast path)", function()
+  it("runs access through the FFI handle, owned by the GC", function()
+    stub.install()
+    local factory = require("kong_rs_plugins").plugins["rs-hello"]
+    local instance = factory.new({ message = "x" })
+    assert.equal("userdata", type(instance.fast), "raw handle before the glue wraps it")
+    assert.same({}, instance.fast_headers)
+    require("kong_rs_ffi").load("kong_rs_plugins").kong_rs_ffi_instance_free(
+      require("ffi").cast("kong_rs_instance_t *", instance.fast))
+  end)
+end)

@@ -4,6 +4,7 @@
 //! kept as a function handle; a call from Rust is then one Lua call, with no
 //! table walks. Byte strings cross as Lua strings, both ways, unchanged.
 
+use super::actions::{self, Actions, Op};
 use super::{
     Client, Ctx, Entity, Headers, Log, LogLevel, Nginx, Pdk, QueryValue, Request, Response, Router,
     ServiceRequest, ServiceResponse, Value,
@@ -113,54 +114,25 @@ impl PdkCache {
     }
 }
 
-/// Writes the Lua side applies after Rust returns; the codes are shared with
-/// `kong-plugin/kong_rs/actions.lua`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-enum Op {
-    RespSetHeader = 1,
-    RespAddHeader = 2,
-    RespClearHeader = 3,
-    RespSetStatus = 4,
-    SreqSetHeader = 5,
-    SreqAddHeader = 6,
-    SreqClearHeader = 7,
-    SreqSetPath = 8,
-    SreqSetRawQuery = 9,
-    SreqSetMethod = 10,
-    SreqSetRawBody = 11,
-}
-
-impl Op {
-    const ALL: [Op; 11] = [
-        Op::RespSetHeader,
-        Op::RespAddHeader,
-        Op::RespClearHeader,
-        Op::RespSetStatus,
-        Op::SreqSetHeader,
-        Op::SreqAddHeader,
-        Op::SreqClearHeader,
-        Op::SreqSetPath,
-        Op::SreqSetRawQuery,
-        Op::SreqSetMethod,
-        Op::SreqSetRawBody,
-    ];
-
-    /// The `kong.*` function that performs it.
-    fn function(self) -> F {
-        match self {
-            Op::RespSetHeader => F::RespSetHeader,
-            Op::RespAddHeader => F::RespAddHeader,
-            Op::RespClearHeader => F::RespClearHeader,
-            Op::RespSetStatus => F::RespSetStatus,
-            Op::SreqSetHeader => F::SreqSetHeader,
-            Op::SreqAddHeader => F::SreqAddHeader,
-            Op::SreqClearHeader => F::SreqClearHeader,
-            Op::SreqSetPath => F::SreqSetPath,
-            Op::SreqSetRawQuery => F::SreqSetRawQuery,
-            Op::SreqSetMethod => F::SreqSetMethod,
-            Op::SreqSetRawBody => F::SreqSetRawBody,
-        }
+/// The `kong.*` function that performs a deferred write.
+fn op_function(op: Op) -> F {
+    match op {
+        Op::RespSetHeader => F::RespSetHeader,
+        Op::RespAddHeader => F::RespAddHeader,
+        Op::RespClearHeader => F::RespClearHeader,
+        Op::RespSetStatus => F::RespSetStatus,
+        Op::SreqSetHeader => F::SreqSetHeader,
+        Op::SreqAddHeader => F::SreqAddHeader,
+        Op::SreqClearHeader => F::SreqClearHeader,
+        Op::SreqSetPath => F::SreqSetPath,
+        Op::SreqSetRawQuery => F::SreqSetRawQuery,
+        Op::SreqSetMethod => F::SreqSetMethod,
+        Op::SreqSetRawBody => F::SreqSetRawBody,
+        Op::LogErr => F::LogErr,
+        Op::LogWarn => F::LogWarn,
+        Op::LogNotice => F::LogNotice,
+        Op::LogInfo => F::LogInfo,
+        Op::LogDebug => F::LogDebug,
     }
 }
 
@@ -180,7 +152,7 @@ impl Op {
 pub struct LuaPdk<'lua> {
     lua: &'lua Lua,
     handles: Rc<Handles>,
-    actions: Vec<u8>,
+    actions: Actions,
     // kong.ctx.shared / kong.ctx.plugin of this request, fetched on first use.
     shared: Option<Table>,
     plugin: Option<Table>,
@@ -191,7 +163,7 @@ impl<'lua> LuaPdk<'lua> {
         LuaPdk {
             lua,
             handles: cache.current(),
-            actions: Vec::new(),
+            actions: Actions::default(),
             shared: None,
             plugin: None,
         }
@@ -199,21 +171,12 @@ impl<'lua> LuaPdk<'lua> {
 
     /// Queues a write for the Lua side.
     fn defer(&mut self, op: Op, name: &[u8], value: &[u8]) -> Result<()> {
-        let too_long = |_| Error::msg("a PDK argument is longer than 4 GiB");
-        let name_len = u32::try_from(name.len()).map_err(too_long)?;
-        let value_len = u32::try_from(value.len()).map_err(too_long)?;
-        self.actions.reserve(9 + name.len() + value.len());
-        self.actions.push(op as u8);
-        self.actions.extend_from_slice(&name_len.to_le_bytes());
-        self.actions.extend_from_slice(name);
-        self.actions.extend_from_slice(&value_len.to_le_bytes());
-        self.actions.extend_from_slice(value);
-        Ok(())
+        self.actions.push(op, name, value)
     }
 
     /// The writes not applied yet, for the Lua side to apply after the phase.
     pub(crate) fn take_actions(&mut self) -> Option<Vec<u8>> {
-        (!self.actions.is_empty()).then(|| std::mem::take(&mut self.actions))
+        (!self.actions.is_empty()).then(|| self.actions.take())
     }
 
     /// Applies the pending writes now, by calling the `kong.*` functions.
@@ -221,9 +184,9 @@ impl<'lua> LuaPdk<'lua> {
         if self.actions.is_empty() {
             return Ok(());
         }
-        let actions = std::mem::take(&mut self.actions);
-        for (op, name, value) in decode_actions(&actions)? {
-            let function = op.function();
+        let actions = self.actions.take();
+        for (op, name, value) in actions::decode(&actions)? {
+            let function = op_function(op);
             match op {
                 Op::RespClearHeader | Op::SreqClearHeader => {
                     self.call::<()>(function, self.lua.create_string(name)?)?
@@ -236,6 +199,9 @@ impl<'lua> LuaPdk<'lua> {
                     self.call::<()>(function, status)?
                 }
                 Op::SreqSetPath | Op::SreqSetRawQuery | Op::SreqSetMethod | Op::SreqSetRawBody => {
+                    self.call::<()>(function, self.lua.create_string(value)?)?
+                }
+                Op::LogErr | Op::LogWarn | Op::LogNotice | Op::LogInfo | Op::LogDebug => {
                     self.call::<()>(function, self.lua.create_string(value)?)?
                 }
                 _ => self.call::<()>(
@@ -340,32 +306,6 @@ impl<'lua> LuaPdk<'lua> {
             (value, _) => Ok(value),
         }
     }
-}
-
-/// One deferred write: op, name, value.
-type Action<'a> = (Op, &'a [u8], &'a [u8]);
-
-/// Splits an action buffer into its writes.
-fn decode_actions(buffer: &[u8]) -> Result<Vec<Action<'_>>> {
-    let corrupt = || Error::msg("corrupt action buffer");
-    let mut actions = Vec::new();
-    let mut rest = buffer;
-    while let Some((&code, tail)) = rest.split_first() {
-        let op = *Op::ALL
-            .get(usize::from(code).wrapping_sub(1))
-            .ok_or_else(corrupt)?;
-        let (name, tail) = take_field(tail).ok_or_else(corrupt)?;
-        let (value, tail) = take_field(tail).ok_or_else(corrupt)?;
-        actions.push((op, name, value));
-        rest = tail;
-    }
-    Ok(actions)
-}
-
-fn take_field(buffer: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (len, rest) = buffer.split_first_chunk::<4>()?;
-    let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
-    (rest.len() >= len).then(|| rest.split_at(len))
 }
 
 /// Flattens Kong's header table (`name -> string | { string, … }`).

@@ -20,6 +20,8 @@
 //! yield too: set [`Plugin::READS_REQUEST_BODY`](crate::Plugin::READS_REQUEST_BODY)
 //! and the Lua side reads it before entering Rust.
 
+pub(crate) mod actions;
+pub(crate) mod fast;
 pub mod lua;
 pub mod mock;
 

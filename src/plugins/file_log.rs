@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct FileLogConfig {
     /// Absolute path of the file to append to; created if missing.
+    #[schemars(length(min = 1, max = 4095))]
     pub path: String,
     /// Open the file for every line (so log rotation works) instead of keeping it open.
     #[serde(default)]
@@ -52,6 +53,13 @@ impl Plugin for FileLog {
             return Err(
                 format!("path must be an absolute file path, got {:?}", config.path).into(),
             );
+        }
+        if config.path.len() > 4095 {
+            return Err(format!(
+                "path must be at most 4095 bytes (PATH_MAX), got {}",
+                config.path.len()
+            )
+            .into());
         }
         if config.path.contains('\0') || config.path.ends_with('/') {
             return Err(format!("path must name a file, got {:?}", config.path).into());

@@ -1,6 +1,6 @@
 //! `rs-hello`: the Go PDK's classic example, in Rust.
 
-use crate::{Flow, Pdk, Plugin, Result};
+use crate::{FastPath, Flow, Pdk, Plugin, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -8,6 +8,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct HelloConfig {
     /// Sent as the `X-Hello-From-Rust` response header, or as the body when `deny_status` is set.
+    #[schemars(length(min = 1, max = 8192))]
     pub message: String,
     /// When set, answer with this status and `message` as the body instead of proxying.
     #[schemars(range(min = 400, max = 599))]
@@ -39,14 +40,35 @@ impl Plugin for Hello {
         {
             return Err(format!("deny_status must be between 400 and 599, got {status}").into());
         }
-        // Only the header use forbids line breaks: they would split the header.
-        if config.deny_status.is_none() && config.message.contains(['\r', '\n']) {
-            return Err("message must not contain CR or LF: it is sent as a header value".into());
+        if config.message.is_empty() || config.message.len() > 8192 {
+            return Err(format!(
+                "message must be 1 to 8192 bytes long, got {}",
+                config.message.len()
+            )
+            .into());
+        }
+        // Only the header use forbids control characters (RFC 9110 field
+        // values: no CR, LF or NUL; HTAB is fine).
+        if config.deny_status.is_none()
+            && config
+                .message
+                .bytes()
+                .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
+            return Err(
+                "message must not contain CR or LF or other control characters: it is sent as a header value"
+                    .into(),
+            );
         }
         Ok(Hello {
             message: config.message.into_bytes(),
             deny_status: config.deny_status,
         })
+    }
+
+    // Reads nothing, only writes: the FFI fast path serves it whole.
+    fn fast_path(&self) -> Option<FastPath> {
+        Some(FastPath::default())
     }
 
     fn access(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
@@ -102,6 +124,14 @@ mod tests {
         let err = Hello::new(config("a\r\nSet-Cookie: x", None)).expect_err("CRLF refused");
         assert!(err.message().contains("CR or LF"));
         assert!(Hello::new(config("multi\nline body", Some(418))).is_ok());
+        let err = Hello::new(config("nul\0byte", None)).expect_err("NUL refused");
+        assert!(err.message().contains("control characters"));
+        assert!(Hello::new(config("tab\tok", None)).is_ok());
+        let err = Hello::new(config(&"x".repeat(8193), Some(403))).expect_err("too long");
+        assert_eq!(
+            err.message(),
+            "message must be 1 to 8192 bytes long, got 8193"
+        );
     }
 
     #[test]

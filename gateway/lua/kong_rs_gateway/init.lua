@@ -56,16 +56,19 @@ end
 --- init_by_lua (master): load plugins and the configuration, build `kong`.
 function _M.init(opts)
   opts_global = opts
-  local ok, err = plugins.load(plugins.parse_list(opts.plugins))
-  if not ok then
-    error("kong-rs-gateway: " .. err, 0)
-  end
+  local names = plugins.parse_list(opts.plugins)
   local hostname = (io.popen("hostname"):read("*l")) or "localhost"
+  -- As in Kong (kong/init.lua), the `kong` global exists before plugins are
+  -- loaded: handlers may cache kong.* functions in locals at load time.
   _G.kong = pdk.new({
     node_id = read_or_create_node_id(opts.prefix),
     hostname = hostname,
-    configuration = { prefix = opts.prefix, plugins = plugins.enabled_names() },
+    configuration = { prefix = opts.prefix, plugins = names },
   })
+  local ok, err = plugins.load(names)
+  if not ok then
+    error("kong-rs-gateway: " .. err, 0)
+  end
   ok, err = store.init(opts)
   if not ok then
     error("kong-rs-gateway: " .. err, 0)

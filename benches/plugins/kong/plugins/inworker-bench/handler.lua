@@ -29,6 +29,12 @@ function InWorkerBench:access(conf)
   if kong.request.get_header("x-inworker") == nil then
     return
   end
+  -- `x-jit-log: /path` writes LuaJIT's trace log there (jit.v), to find aborts.
+  local jit_log = kong.request.get_header("x-jit-log")
+  if jit_log then
+    package.path = package.path .. ";/usr/share/luajit-2.1/?.lua"
+    require("jit.v").on(jit_log)
+  end
   local n, repeats = conf.iterations, conf.repeats
   local native = require("kong_rs_plugins")
   local results = {}
@@ -43,11 +49,80 @@ function InWorkerBench:access(conf)
   record("dispatch: instance.access() of an empty Rust phase",
          median_ns(repeats, n, function(k) for _ = 1, k do empty_access() end end))
 
+  -- Dispatch through LuaJIT FFI (the fast path): same empty phase.
+  local ffi = require("ffi")
+  local kong_rs_ffi = require("kong_rs_ffi")
+  local lib = kong_rs_ffi.load("kong_rs_plugins")
+  local run_ffi = lib.kong_rs_ffi_run
+  local fast = ffi.gc(ffi.cast(kong_rs_ffi.instance_type, empty.fast), lib.kong_rs_ffi_instance_free)
+  local out = ffi.new("kong_rs_output_t")
+  local errbuf = ffi.new("char[256]")
+  local errlen = ffi.new("size_t[1]")
+  record("dispatch: kong_rs_ffi_run() of an empty Rust phase",
+         median_ns(repeats, n, function(k)
+           for _ = 1, k do
+             errlen[0] = 256
+             run_ffi(fast, 2, nil, 0, out, errbuf, errlen)
+           end
+         end))
+
+  local get_header_bench = kong.request.get_header
+  -- The headers workload (3 header reads, 3 writes) on each path, writes applied.
+  local apply_actions = require("kong_rs.actions").apply
+  local headers_factory = native.plugins["rs-bench-headers"]
+  local headers_instance = headers_factory.new({})
+  local headers_mlua = headers_instance.access
+  record("headers workload, mlua path (Rust calls kong.*)",
+         median_ns(repeats, n / 10, function(k)
+           for _ = 1, k do
+             local actions = headers_mlua()
+             if actions then apply_actions(actions) end
+           end
+         end))
+  local headers_handler = require("kong.plugins.rs-bench-headers.handler")
+  local headers_conf = {}
+  record("headers workload, FFI fast path (handler:access)",
+         median_ns(repeats, n / 10, function(k)
+           for _ = 1, k do headers_handler:access(headers_conf) end
+         end))
+  -- Its pieces on the fast path.
+  record("  piece: 3 x kong.request.get_header from Lua",
+         median_ns(repeats, n / 10, function(k)
+           for _ = 1, k do
+             get_header_bench("x-bench-a"); get_header_bench("x-bench-b"); get_header_bench("x-bench-c")
+           end
+         end))
+  local headers_fast = ffi.gc(ffi.cast(kong_rs_ffi.instance_type, headers_factory.new({}).fast),
+                              lib.kong_rs_ffi_instance_free)
+  local inputs = ffi.new("kong_rs_bytes_t[3]")
+  local a, b, c = "hello", "b", "c"
+  inputs[0].ptr, inputs[0].len = a, #a
+  inputs[1].ptr, inputs[1].len = b, #b
+  inputs[2].ptr, inputs[2].len = c, #c
+  local last_actions
+  record("  piece: kong_rs_ffi_run with 3 inputs + ffi.string(actions)",
+         median_ns(repeats, n / 10, function(k)
+           for _ = 1, k do
+             errlen[0] = 256
+             run_ffi(headers_fast, 2, inputs, 3, out, errbuf, errlen)
+             last_actions = ffi.string(out.actions.ptr, tonumber(out.actions.len))
+           end
+         end))
+  record("  piece: apply 3 deferred writes",
+         median_ns(repeats, n / 10, function(k)
+           for _ = 1, k do apply_actions(last_actions) end
+         end))
+  local lua_headers = require("kong.plugins.lua-bench-headers.handler")
+  record("headers workload, Lua twin (handler:access)",
+         median_ns(repeats, n / 10, function(k)
+           for _ = 1, k do lua_headers:access(headers_conf) end
+         end))
+
   -- The whole handler: instance cache hit + pcall + dispatch.
   local handler = require("kong.plugins.rs-bench-empty.handler")
   local empty_conf = {}
   handler:access(empty_conf)
-  record("handler:access(conf): cache hit + pcall + dispatch",
+  record("handler:access(conf): cache hit + FFI dispatch (rs-bench-empty)",
          median_ns(repeats, n, function(k) for _ = 1, k do handler:access(empty_conf) end end))
 
   -- A Lua loop, for reference.
@@ -70,7 +145,6 @@ function InWorkerBench:access(conf)
 
   -- The same calls from Rust: one dispatch runs `n` calls in a Rust loop.
   -- Deferred writes are applied as the glue applies them: their cost counts.
-  local apply_actions = require("kong_rs.actions").apply
   local inworker = native.plugins["rs-inworker"]
   for _, op in ipairs({ "noop", "get_header", "set_header", "ctx_set", "ctx_get" }) do
     local instance = assert(inworker.new({ op = op, iterations = n }))
