@@ -1,0 +1,14 @@
+-- ps-bench-empty: the "empty" workload in a MODEL of the plugin-server mechanism
+-- (benches/plugin-server), not Kong's plugin server. `socket` is the unix
+-- socket kong-rs-plugin-server listens on.
+return {
+  name = "ps-bench-empty",
+  fields = {
+    { config = {
+        type = "record",
+        fields = {
+          { socket = { type = "string", required = true } },
+        },
+    } },
+  },
+}
