@@ -21,10 +21,12 @@ for line in io.lines(path) do
   if line:sub(1, 1) == "#" then
     header[#header + 1] = line:sub(3)
   elseif not line:match("^round\t") and line ~= "" then
-    local round, _, config, rps, p50, p99 = line:match("^(%d+)\t(%d+)\t(%S+)\t(%S+)\t(%S+)\t(%S+)")
-    if round then
-      round = tonumber(round)
-      local r = { round = round, rps = tonumber(rps), p50 = tonumber(p50), p99 = tonumber(p99) }
+    local f = {}
+    for field in line:gmatch("[^\t]+") do f[#f + 1] = field end
+    local round, config = tonumber(f[1]), f[3]
+    if round and config then
+      local r = { round = round, rps = tonumber(f[4]), p50 = tonumber(f[5]), p99 = tonumber(f[6]),
+                  cpu = f[10] and (tonumber(f[10]) + (tonumber(f[11]) or 0)) }
       rows[config] = rows[config] or {}
       table.insert(rows[config], r)
       by_round[round] = by_round[round] or {}
@@ -58,6 +60,7 @@ for _, c in ipairs(ORDER) do
       rps = median(column(name, "rps")),
       p50 = median(column(name, "p50")),
       p99 = median(column(name, "p99")),
+      cpu = median(column(name, "cpu")),
       n = #rows[name],
     }
   end
@@ -93,9 +96,12 @@ for _, h in ipairs(header) do p("- ", h) end
 p("- ps-* = a model of the plugin-server mechanism (benches/plugin-server), not Kong's plugin server")
 p("- cost = 1/rps(plugin) - 1/rps(no plugin) from the median req/s (µs per request);",
   " paired = median over rounds of the same difference within one round")
+p("- CPU = CPU time per request of the nginx worker (it also serves the echo upstream)",
+  " plus the plugin server's; CPU cost = its difference to no plugin. Less sensitive",
+  " than req/s to other processes taking the CPU (10 ms tick resolution)")
 p("")
-p("| config | req/s (median) | p50 µs | p99 µs | cost µs/req | cost paired | vs no plugin | rounds |")
-p("|---|---:|---:|---:|---:|---:|---:|---:|")
+p("| config | req/s (median) | p50 µs | p99 µs | cost µs/req | cost paired | vs no plugin | CPU µs/req | CPU cost µs/req | rounds |")
+p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for _, c in ipairs(ORDER) do
   local name, base = c[1], c[2]
   local m = med[name]
@@ -104,6 +110,8 @@ for _, c in ipairs(ORDER) do
       base and f(cost(name, base), "%.2f") or "-", " | ",
       base and f(paired_cost(name, base), "%.2f") or "-", " | ",
       base and f(med[base] and m.rps / med[base].rps * 100, "%.1f%%") or "100%", " | ",
+      f(m.cpu, "%.2f"), " | ",
+      base and f(m.cpu and med[base] and med[base].cpu and m.cpu - med[base].cpu, "%.2f") or "-", " | ",
       m.n, " |")
   end
 end
