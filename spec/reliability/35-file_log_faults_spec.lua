@@ -188,4 +188,22 @@ describe("reliability: rs-file-log on a failing file system", function()
     assert.equal(good_before + 10, good, "a line written after ENOSPC was glued to a partial line")
     sh("umount " .. mnt)
   end)
+
+  -- Known bug (reported): nginx does not ignore SIGXFSZ, so a worker that
+  -- writes past RLIMIT_FSIZE is killed by the signal (the master respawns
+  -- it) instead of seeing EFBIG. nginx's own access_log has the same fate;
+  -- the fix proposed is for the native module to ignore SIGXFSZ.
+  strict_it("file size limit (RLIMIT_FSIZE on the workers): EFBIG logged, no worker dies [KNOWN BUG: SIGXFSZ kills the worker]", function()
+    local path = dir .. "/fsize.log"
+    os.remove(path)
+    set_path(path, false)
+    all_ok(4)
+    for _, pid in ipairs(workers) do
+      assert(sh("prlimit --pid " .. pid .. " --fsize=4000"))
+    end
+    local offset = #h.error_log()
+    all_ok(40)
+    assert.same(workers, h.worker_pids(), "a worker died")
+    h.wait_until(function() return errors_since(offset, "File too large") >= 1 end, 5)
+  end)
 end)
