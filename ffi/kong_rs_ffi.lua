@@ -1,8 +1,8 @@
 -- kong_rs_ffi: loads the FFI fast path of a kong-rs native module.
--- The declarations mirror ffi/kong_rs.h (a spec compares them).
+-- The declarations mirror ffi/kong_rs.h (spec/ffi/01-abi_spec.lua compares them).
 --
 --   local lib = require("kong_rs_ffi").load("kong_rs_plugins")
---   lib.kong_rs_ffi_run(...)
+--   lib.kong_rs_ffi_call(...)
 
 local ffi = require("ffi")
 
@@ -10,22 +10,15 @@ local package = package
 local error = error
 
 local CDEF = [[
-typedef struct {
-    const char *ptr;
-    size_t len;
-} kong_rs_bytes_t;
-
-typedef struct {
-    kong_rs_bytes_t actions;
-    kong_rs_bytes_t body;
-    int32_t status;
-} kong_rs_output_t;
-
 typedef struct kong_rs_instance kong_rs_instance_t;
 
-int32_t kong_rs_ffi_run(kong_rs_instance_t *instance, int32_t phase,
-                        const kong_rs_bytes_t *inputs, size_t n_inputs,
-                        kong_rs_output_t *out, char *errbuf, size_t *errbuf_len);
+int32_t kong_rs_ffi_call(kong_rs_instance_t *instance, int32_t phase, int32_t n_inputs,
+                         const char *in1, size_t len1, const char *in2, size_t len2,
+                         const char *in3, size_t len3, const char *in4, size_t len4,
+                         uint8_t *buf, int32_t buf_size, int32_t *lengths);
+
+int32_t kong_rs_ffi_output(kong_rs_instance_t *instance, uint8_t *buf, int32_t buf_size,
+                           int32_t *lengths);
 
 void kong_rs_ffi_instance_free(kong_rs_instance_t *instance);
 ]]
@@ -36,7 +29,9 @@ local _M = {
   OK = 0,
   FAILED = 1,
   BAD_CALL = 2,
-  -- Phase ids of kong_rs_ffi_run.
+  SHORT = 3,
+  MAX_INPUTS = 4,
+  -- Phase ids of kong_rs_ffi_call.
   PHASES = { rewrite = 1, access = 2, header_filter = 3, log = 6 },
   instance_type = ffi.typeof("kong_rs_instance_t *"),
 }

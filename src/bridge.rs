@@ -284,13 +284,16 @@ fn add_fast_path<P: Plugin>(
     let Some(fast_path) = instance.plugin.fast_path() else {
         return Ok(());
     };
-    table.raw_set(
-        "fast_headers",
-        lua.create_sequence_from(fast_path.request_headers.iter().map(String::as_str))?,
-    )?;
-    table.raw_set("fast_body", fast_path.request_body)?;
-    let handle =
-        crate::ffi::KongRsInstance::new(instance.clone(), |i: &Instance<P>| &i.plugin, fast_path);
+    let headers = lua.create_sequence_from(fast_path.request_headers.iter().map(String::as_str))?;
+    let body = fast_path.request_body;
+    let Some(handle) =
+        crate::ffi::KongRsInstance::new(instance.clone(), |i: &Instance<P>| &i.plugin, fast_path)
+    else {
+        // More inputs than one FFI call carries: stay on the mlua path.
+        return Ok(());
+    };
+    table.raw_set("fast_headers", headers)?;
+    table.raw_set("fast_body", body)?;
     let pointer = Box::into_raw(handle);
     table.raw_set("fast", mlua::LightUserData(pointer.cast()))?;
     Ok(())

@@ -2,8 +2,8 @@
 //! `ffi/kong_rs.h`, with the handle a module's `new` returns.
 
 use kong_rs::ffi::{
-    KONG_RS_BAD_CALL, KONG_RS_FAILED, KONG_RS_OK, KongRsBytes, KongRsInstance, KongRsOutput,
-    kong_rs_ffi_instance_free, kong_rs_ffi_run,
+    KONG_RS_BAD_CALL, KONG_RS_FAILED, KONG_RS_OK, KONG_RS_SHORT, KongRsInstance, kong_rs_ffi_call,
+    kong_rs_ffi_instance_free, kong_rs_ffi_output,
 };
 use kong_rs::{FastPath, Flow, ModuleBuilder, Pdk, Plugin, Result};
 use mlua::{Lua, Table};
@@ -80,19 +80,6 @@ fn handle(lua: &Lua, action: &str) -> *mut KongRsInstance {
     pointer.0.cast()
 }
 
-fn input(bytes: Option<&[u8]>) -> KongRsBytes {
-    match bytes {
-        Some(b) => KongRsBytes {
-            ptr: b.as_ptr().cast(),
-            len: b.len(),
-        },
-        None => KongRsBytes {
-            ptr: std::ptr::null(),
-            len: 0,
-        },
-    }
-}
-
 struct Call {
     code: i32,
     actions: Vec<u8>,
@@ -101,40 +88,75 @@ struct Call {
     error: String,
 }
 
-fn call(instance: *mut KongRsInstance, phase: i32, inputs: &[KongRsBytes]) -> Call {
-    let mut out = KongRsOutput {
-        actions: input(None),
-        body: input(None),
-        status: -1,
-    };
-    let mut errbuf = [0u8; 256];
-    let mut errlen = errbuf.len();
-    let code = unsafe {
-        kong_rs_ffi_run(
+fn raw(input: Option<&[u8]>) -> (*const std::os::raw::c_char, usize) {
+    input.map_or((std::ptr::null(), 0), |b| (b.as_ptr().cast(), b.len()))
+}
+
+/// Calls the fast path with `inputs` and a buffer of `size` bytes.
+fn call_sized(
+    instance: *mut KongRsInstance,
+    phase: i32,
+    inputs: &[Option<&[u8]>],
+    size: usize,
+) -> Call {
+    let mut all = [(std::ptr::null(), 0); 4];
+    for (slot, input) in all.iter_mut().zip(inputs) {
+        *slot = raw(*input);
+    }
+    let mut buf = vec![0u8; size];
+    let mut lengths = [0i32; 3];
+    let mut code = unsafe {
+        kong_rs_ffi_call(
             instance,
             phase,
-            inputs.as_ptr(),
-            inputs.len(),
-            &mut out,
-            errbuf.as_mut_ptr().cast(),
-            &mut errlen,
+            inputs.len() as i32,
+            all[0].0,
+            all[0].1,
+            all[1].0,
+            all[1].1,
+            all[2].0,
+            all[2].1,
+            all[3].0,
+            all[3].1,
+            buf.as_mut_ptr(),
+            size as i32,
+            lengths.as_mut_ptr(),
         )
     };
-    let read = |b: &KongRsBytes| {
-        (!b.ptr.is_null())
-            .then(|| unsafe { std::slice::from_raw_parts(b.ptr.cast::<u8>(), b.len) }.to_vec())
+    if code == KONG_RS_SHORT {
+        buf = vec![0u8; lengths[2] as usize];
+        code = unsafe {
+            kong_rs_ffi_output(
+                instance,
+                buf.as_mut_ptr(),
+                buf.len() as i32,
+                lengths.as_mut_ptr(),
+            )
+        };
+    }
+    let actions_len = lengths[2].max(0) as usize;
+    let tail = &buf[actions_len..];
+    let (body, error) = match code {
+        KONG_RS_OK if lengths[1] >= 0 => {
+            (Some(tail[..lengths[1] as usize].to_vec()), String::new())
+        }
+        KONG_RS_OK => (None, String::new()),
+        _ => (
+            None,
+            String::from_utf8_lossy(&tail[..lengths[1].max(0) as usize]).into_owned(),
+        ),
     };
     Call {
         code,
-        actions: read(&out.actions).unwrap_or_default(),
-        status: out.status,
-        body: read(&out.body),
-        error: if code == KONG_RS_OK {
-            String::new()
-        } else {
-            String::from_utf8_lossy(&errbuf[..errlen]).into_owned()
-        },
+        actions: buf[..actions_len].to_vec(),
+        status: lengths[0],
+        body,
+        error,
     }
+}
+
+fn call(instance: *mut KongRsInstance, phase: i32, inputs: &[Option<&[u8]>]) -> Call {
+    call_sized(instance, phase, inputs, 4096)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -145,14 +167,14 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn inputs_in_actions_out() {
     let lua = Lua::new();
     let instance = handle(&lua, "continue");
-    let result = call(instance, 2, &[input(Some(b"t\xffk")), input(Some(b"{}"))]);
+    let result = call(instance, 2, &[Some(&b"t\xffk"[..]), Some(&b"{}"[..])]);
     assert_eq!(result.code, KONG_RS_OK, "{}", result.error);
     assert_eq!(result.status, 0);
     assert!(contains(&result.actions, b"x-token-seen"));
     assert!(contains(&result.actions, b"t\xffk"), "bytes unchanged");
     assert!(contains(&result.actions, b"checking"), "log line deferred");
 
-    let absent = call(instance, 2, &[input(None), input(None)]);
+    let absent = call(instance, 2, &[None, None]);
     assert!(contains(&absent.actions, b"(none)"));
     unsafe { kong_rs_ffi_instance_free(instance) };
 }
@@ -161,7 +183,7 @@ fn inputs_in_actions_out() {
 fn an_exit_carries_status_body_and_headers() {
     let lua = Lua::new();
     let instance = handle(&lua, "exit");
-    let result = call(instance, 2, &[input(None), input(Some(b"denied"))]);
+    let result = call(instance, 2, &[None, Some(&b"denied"[..])]);
     assert_eq!(result.code, KONG_RS_OK);
     assert_eq!(result.status, 401);
     assert_eq!(result.body.as_deref(), Some(&b"denied"[..]));
@@ -178,7 +200,7 @@ fn failures_come_back_through_the_error_buffer_with_their_logs() {
         ("undeclared", "not declared in Plugin::fast_path"),
     ] {
         let instance = handle(&lua, action);
-        let result = call(instance, 2, &[input(None), input(None)]);
+        let result = call(instance, 2, &[None, None]);
         assert_eq!(result.code, KONG_RS_FAILED, "{action}");
         assert!(
             result.error.contains(expected),
@@ -198,6 +220,17 @@ fn failures_come_back_through_the_error_buffer_with_their_logs() {
 }
 
 #[test]
+fn an_output_larger_than_the_buffer_is_fetched_in_a_second_call() {
+    let lua = Lua::new();
+    let instance = handle(&lua, "continue");
+    let token = vec![b't'; 10_000];
+    let result = call_sized(instance, 2, &[Some(&token), None], 64);
+    assert_eq!(result.code, KONG_RS_OK, "{}", result.error);
+    assert!(contains(&result.actions, &token));
+    unsafe { kong_rs_ffi_instance_free(instance) };
+}
+
+#[test]
 fn bad_calls_are_refused_not_crashes() {
     let lua = Lua::new();
     let instance = handle(&lua, "continue");
@@ -206,12 +239,19 @@ fn bad_calls_are_refused_not_crashes() {
         KONG_RS_BAD_CALL,
         "body_filter is not fast"
     );
-    let wrong = call(instance, 2, &[input(None)]);
+    let wrong = call(instance, 2, &[None]);
     assert_eq!(wrong.code, KONG_RS_BAD_CALL);
-    assert!(wrong.error.contains("expected 2 inputs, got 1"));
+    assert!(
+        wrong.error.contains("expected 2 inputs, got 1"),
+        "{}",
+        wrong.error
+    );
     // header_filter gets no body input.
-    assert_eq!(call(instance, 3, &[input(None)]).code, KONG_RS_OK);
+    assert_eq!(call(instance, 3, &[None]).code, KONG_RS_OK);
     assert_eq!(call(std::ptr::null_mut(), 2, &[]).code, KONG_RS_BAD_CALL);
+    // More inputs than the plugin declared.
+    let too_many = call(instance, 2, &[None, None, None, None]);
+    assert_eq!(too_many.code, KONG_RS_BAD_CALL);
     unsafe { kong_rs_ffi_instance_free(instance) };
     unsafe { kong_rs_ffi_instance_free(std::ptr::null_mut()) };
 }

@@ -6,15 +6,11 @@
 -- Format, per write: op (u8), name length (u32 LE), name, value length
 -- (u32 LE), value. Op codes match `Op` in src/pdk/lua.rs.
 
-local ffi = require("ffi")
-
-local ffi_cast = ffi.cast
-local ffi_string = ffi.string
+local byte = string.byte
+local sub = string.sub
 local tonumber = tonumber
 local tostring = tostring
 local error = error
-
-local BYTES = ffi.typeof("const uint8_t *")
 
 local RESP_SET_HEADER = 1
 local RESP_ADD_HEADER = 2
@@ -33,19 +29,22 @@ local LOG_DEBUG = 16
 local LOG_LEVELS = { [12] = "err", [13] = "warn", [14] = "notice", [15] = "info", [16] = "debug" }
 
 
-local function u32(p, i)
-  return p[i] + p[i + 1] * 0x100 + p[i + 2] * 0x10000 + p[i + 3] * 0x1000000
+-- string.byte/sub rather than FFI pointers: in LuaJIT's interpreter (not
+-- every request path gets compiled) cdata pointers allocate, strings do not.
+local function u32(s, i)
+  local a, b, c, d = byte(s, i, i + 3)
+  return a + b * 0x100 + c * 0x10000 + d * 0x1000000
 end
 
 
--- Performs the action at offset `i` of `p`; returns the next offset.
-local function apply_one(p, i)
-  local op = p[i]
-  local name_len = u32(p, i + 1)
-  local name = ffi_string(p + i + 5, name_len)
+-- Performs the action at (1-based) position `i` of `s`; returns the next one.
+local function apply_one(s, i)
+  local op = byte(s, i)
+  local name_len = u32(s, i + 1)
+  local name = sub(s, i + 5, i + 4 + name_len)
   i = i + 5 + name_len
-  local value_len = u32(p, i)
-  local value = ffi_string(p + i + 4, value_len)
+  local value_len = u32(s, i)
+  local value = sub(s, i + 4, i + 3 + value_len)
 
   if op == SREQ_SET_HEADER then
     kong.service.request.set_header(name, value)
@@ -83,15 +82,14 @@ end
 -- once per request with a handful of iterations, would keep LuaJIT from
 -- compiling the caller into one trace.
 local function apply(buffer)
-  local p = ffi_cast(BYTES, buffer)
   local size = #buffer
-  local i = 0
-  if i < size then i = apply_one(p, i) end
-  if i < size then i = apply_one(p, i) end
-  if i < size then i = apply_one(p, i) end
-  if i < size then i = apply_one(p, i) end
-  while i < size do
-    i = apply_one(p, i)
+  local i = 1
+  if i <= size then i = apply_one(buffer, i) end
+  if i <= size then i = apply_one(buffer, i) end
+  if i <= size then i = apply_one(buffer, i) end
+  if i <= size then i = apply_one(buffer, i) end
+  while i <= size do
+    i = apply_one(buffer, i)
   end
 end
 

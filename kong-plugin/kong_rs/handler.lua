@@ -36,37 +36,53 @@ local READS_BODY = { rewrite = true, access = true }
 
 local ffi_gc = ffi.gc
 local ffi_cast = ffi.cast
-local tonumber = tonumber
 local ffi_string = ffi.string
 local FFI_OK = kong_rs_ffi.OK
 local FFI_PHASES = kong_rs_ffi.PHASES
 local INSTANCE_T = kong_rs_ffi.instance_type
+local unpack = unpack
 
--- Scratch space for fast-path calls, reused (one worker runs one phase at a
--- time and nothing here yields).
-local MAX_INPUTS = 64
-local inputs = ffi.new("kong_rs_bytes_t[?]", MAX_INPUTS)
-local output = ffi.new("kong_rs_output_t")
-local ERRBUF_SIZE = 4096
-local errbuf = ffi.new("char[?]", ERRBUF_SIZE)
-local errbuf_len = ffi.new("size_t[1]")
-local anchors = {}   -- keeps input strings alive during the call
+-- Output buffer of fast-path calls, reused (one worker runs one phase at a
+-- time and nothing between the call and the copy-out yields).
+local BUF_SIZE = 65536
+local buf = ffi.new("uint8_t[?]", BUF_SIZE)
+local lengths = ffi.new("int32_t[3]")
+local FFI_SHORT = kong_rs_ffi.SHORT
 
 
--- Returns a function that fetches request headers `names` into the input
--- slots: straight-line code, generated once per instance, because a short
--- loop here would stop LuaJIT from compiling the whole phase into one trace.
-local function header_fetcher(names)
-  local lines = { "local names = ...", "return function(get_header, inputs, anchors)" }
+-- Returns `call(run, fast, phase, reads_body)`, which fetches the declared
+-- inputs and enters Rust through one FFI call. Generated per instance as
+-- straight-line code: a short loop here would keep LuaJIT from compiling
+-- the phase into one trace. Lua strings pass as `const char *` arguments,
+-- alive for the call; nil passes as NULL.
+local function fast_caller(names, with_body)
+  local args, code = {}, { "local names = ...",
+                           "return function(run, fast, phase, reads_body, buf, size, lengths)",
+                           "  local get_header = kong.request.get_header" }
   for i = 1, #names do
-    lines[#lines + 1] = ("  local v%d = get_header(names[%d]); anchors[%d] = v%d;"
-                         .. " inputs[%d].ptr = v%d; inputs[%d].len = v%d and #v%d or 0")
-                        :format(i, i, i, i, i - 1, i, i - 1, i, i)
+    code[#code + 1] = ("  local v%d = get_header(names[%d])"):format(i, i)
+    args[#args + 1] = ("v%d, v%d and #v%d or 0"):format(i, i, i)
   end
-  lines[#lines + 1] = "  return " .. #names
-  lines[#lines + 1] = "end"
-  return assert(load(table.concat(lines, "\n"), "=kong_rs.fetch_headers"))(names)
+  local pad = function(list)
+    local out = { unpack(list) }
+    while #out < kong_rs_ffi.MAX_INPUTS do
+      out[#out + 1] = "nil, 0"
+    end
+    return table.concat(out, ", ")
+  end
+  if with_body then
+    local with = { unpack(args) }
+    with[#with + 1] = "body, body and #body or 0"
+    code[#code + 1] = "  if reads_body then"
+    code[#code + 1] = "    local body = kong.request.get_raw_body()"
+    code[#code + 1] = ("    return run(fast, phase, %d, %s, buf, size, lengths)"):format(#with, pad(with))
+    code[#code + 1] = "  end"
+  end
+  code[#code + 1] = ("  return run(fast, phase, %d, %s, buf, size, lengths)"):format(#args, pad(args))
+  code[#code + 1] = "end"
+  return assert(load(table.concat(code, "\n"), "=kong_rs.fast_call"))(names)
 end
+
 
 local _M = {}
 
@@ -128,23 +144,20 @@ local function phase_handler(name, phase, instance_for, reads_body)
 
     local fast = fast_phase and instance.fast
     if fast then
-      -- FFI fast path: fetch the declared inputs in Lua, enter Rust
-      -- through a JIT-compiled FFI call, apply what it returns.
-      local n = instance.fast_fetch(kong.request.get_header, inputs, anchors)
-      if instance.fast_body and reads_body then
-        local body = kong.request.get_raw_body()
-        n = n + 1
-        anchors[n] = body
-        inputs[n - 1].ptr = body
-        inputs[n - 1].len = body and #body or 0
+      -- FFI fast path: inputs fetched in Lua, one FFI call into Rust, its
+      -- deferred writes applied here.
+      local out = buf
+      local rc = instance.fast_call(instance.ffi_call, fast, fast_phase, reads_body,
+                                    buf, BUF_SIZE, lengths)
+      if rc == FFI_SHORT then
+        local size = lengths[2]
+        out = ffi.new("uint8_t[?]", size)
+        rc = instance.ffi_output(fast, out, size, lengths)
       end
-      errbuf_len[0] = ERRBUF_SIZE
-      -- `anchors` keeps the input strings alive until the next call.
-      local rc = instance.ffi_run(fast, fast_phase, inputs, n, output, errbuf, errbuf_len)
-      local actions = output.actions
-      local pending = actions.len > 0 and ffi_string(actions.ptr, tonumber(actions.len)) or nil
+      local actions_len = lengths[2]
+      local pending = actions_len > 0 and ffi_string(out, actions_len) or nil
       if rc ~= FFI_OK then
-        local message = ffi_string(errbuf, tonumber(errbuf_len[0]))
+        local message = ffi_string(out + actions_len, lengths[1])
         if pending then
           pcall(apply_actions, pending) -- only the failed phase's log lines
         end
@@ -153,11 +166,11 @@ local function phase_handler(name, phase, instance_for, reads_body)
       if not apply(name, phase, pending) then
         return
       end
-      local status = output.status
+      local status = lengths[0]
       if status ~= 0 then
-        local body = output.body
+        local body_len = lengths[1]
         return kong.response.exit(status,
-                                  body.ptr ~= nil and ffi_string(body.ptr, tonumber(body.len)) or nil)
+                                  body_len >= 0 and ffi_string(out + actions_len, body_len) or nil)
       end
       return
     end
@@ -208,12 +221,10 @@ function _M.new(native_name, plugin_name)
     if instance.fast then
       -- Lua owns the FFI handle: freed by the GC with the instance.
       local lib = kong_rs_ffi.load(native_name)
-      instance.ffi_run = lib.kong_rs_ffi_run
+      instance.ffi_call = lib.kong_rs_ffi_call
+      instance.ffi_output = lib.kong_rs_ffi_output
       instance.fast = ffi_gc(ffi_cast(INSTANCE_T, instance.fast), lib.kong_rs_ffi_instance_free)
-      if #instance.fast_headers + 1 > MAX_INPUTS then
-        return nil, "invalid configuration: more than " .. (MAX_INPUTS - 1) .. " fast-path inputs"
-      end
-      instance.fast_fetch = header_fetcher(instance.fast_headers)
+      instance.fast_call = fast_caller(instance.fast_headers, instance.fast_body)
     end
     instances[conf] = instance
     return instance

@@ -23,7 +23,7 @@ describe("in-worker benchmarks (smoke)", function()
     end
     for _, expected in ipairs({
       "dispatch: instance.access() of an empty Rust phase",
-      "dispatch: kong_rs_ffi_run() of an empty Rust phase",
+      "dispatch: kong_rs_ffi_call() of an empty Rust phase",
       "lua: kong.request.get_header",
       "rust: get_header",
       "rust: set_header",

@@ -53,16 +53,14 @@ function InWorkerBench:access(conf)
   local ffi = require("ffi")
   local kong_rs_ffi = require("kong_rs_ffi")
   local lib = kong_rs_ffi.load("kong_rs_plugins")
-  local run_ffi = lib.kong_rs_ffi_run
+  local call_ffi = lib.kong_rs_ffi_call
   local fast = ffi.gc(ffi.cast(kong_rs_ffi.instance_type, empty.fast), lib.kong_rs_ffi_instance_free)
-  local out = ffi.new("kong_rs_output_t")
-  local errbuf = ffi.new("char[256]")
-  local errlen = ffi.new("size_t[1]")
-  record("dispatch: kong_rs_ffi_run() of an empty Rust phase",
+  local buf = ffi.new("uint8_t[4096]")
+  local lengths = ffi.new("int32_t[3]")
+  record("dispatch: kong_rs_ffi_call() of an empty Rust phase",
          median_ns(repeats, n, function(k)
            for _ = 1, k do
-             errlen[0] = 256
-             run_ffi(fast, 2, nil, 0, out, errbuf, errlen)
+             call_ffi(fast, 2, 0, nil, 0, nil, 0, nil, 0, nil, 0, buf, 4096, lengths)
            end
          end))
 
@@ -94,18 +92,13 @@ function InWorkerBench:access(conf)
          end))
   local headers_fast = ffi.gc(ffi.cast(kong_rs_ffi.instance_type, headers_factory.new({}).fast),
                               lib.kong_rs_ffi_instance_free)
-  local inputs = ffi.new("kong_rs_bytes_t[3]")
   local a, b, c = "hello", "b", "c"
-  inputs[0].ptr, inputs[0].len = a, #a
-  inputs[1].ptr, inputs[1].len = b, #b
-  inputs[2].ptr, inputs[2].len = c, #c
   local last_actions
-  record("  piece: kong_rs_ffi_run with 3 inputs + ffi.string(actions)",
+  record("  piece: kong_rs_ffi_call with 3 inputs + copy-out of the writes",
          median_ns(repeats, n / 10, function(k)
            for _ = 1, k do
-             errlen[0] = 256
-             run_ffi(headers_fast, 2, inputs, 3, out, errbuf, errlen)
-             last_actions = ffi.string(out.actions.ptr, tonumber(out.actions.len))
+             call_ffi(headers_fast, 2, 3, a, #a, b, #b, c, #c, nil, 0, buf, 4096, lengths)
+             last_actions = ffi.string(buf, lengths[2])
            end
          end))
   record("  piece: apply 3 deferred writes",
