@@ -93,4 +93,49 @@ function S.log_has_death(log)
   return log:find("exited on signal", 1, true) or log:find("[alert]", 1, true)
 end
 
+--- Parses wrk's output (with reliability/wrk/expect_header.lua).
+function S.parse_wrk(out)
+  local r = {
+    requests = tonumber(out:match("(%d+) requests in")),
+    non2xx = tonumber(out:match("Non%-2xx or 3xx responses: (%d+)")) or 0,
+    unexpected = tonumber(out:match("unexpected: (%d+)")),
+    checked = tonumber(out:match("checked: (%d+)")),
+    first_unexpected = out:match("first_unexpected: ([^\n]*)"),
+    rps = tonumber(out:match("Requests/sec:%s*([%d%.]+)")),
+  }
+  local c, rd, w, t = out:match("Socket errors: connect (%d+), read (%d+), write (%d+), timeout (%d+)")
+  r.socket_errors = (tonumber(c) or 0) + (tonumber(rd) or 0) + (tonumber(w) or 0) + (tonumber(t) or 0)
+  return r
+end
+
+--- Starts wrk in the background; returns a function that waits for it and
+--- returns its parsed output (and the raw text).
+function S.wrk_background(url, seconds, connections, env)
+  local out = os.tmpname()
+  local envs = ""
+  for k, v in pairs(env or {}) do envs = envs .. k .. "='" .. v .. "' " end
+  os.execute(envs .. "wrk -t2 -c" .. (connections or 16) .. " -d" .. seconds .. "s -s '" .. S.ROOT ..
+             "/reliability/wrk/expect_header.lua' '" .. url .. "' > " .. out .. " 2>&1 & echo $! > " .. out .. ".pid")
+  return function()
+    local pid = io.open(out .. ".pid"):read("*l")
+    h.wait_until(function()
+      local r = os.execute("kill -0 " .. pid .. " 2>/dev/null")
+      return not (r == 0 or r == true)
+    end, seconds + 30, 0.2)
+    local f = io.open(out)
+    local text = f:read("*a")
+    f:close()
+    os.remove(out)
+    os.remove(out .. ".pid")
+    return S.parse_wrk(text), text
+  end
+end
+
+function S.master_pid()
+  local f = assert(io.open(h.prefix_path() .. "/logs/nginx.pid"))
+  local pid = tonumber(f:read("*l"))
+  f:close()
+  return pid
+end
+
 return S
