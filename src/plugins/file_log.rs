@@ -36,6 +36,23 @@ pub struct FileLog {
     path: PathBuf,
     reopen: bool,
     file: RefCell<Option<File>>,
+    /// A write failed part-way (disk full): the file ends with a fragment,
+    /// so the next line starts with a newline of its own.
+    fragment: std::cell::Cell<bool>,
+}
+
+/// Makes write(2) past RLIMIT_FSIZE fail with EFBIG instead of raising
+/// SIGXFSZ, whose default action kills the process: nginx does not handle
+/// it, and a log plugin must never take its worker down.
+fn ignore_sigxfsz() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: setting a signal's disposition to SIG_IGN has no
+        // preconditions; nginx installs no handler for SIGXFSZ.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        }
+    });
 }
 
 #[crate::plugin]
@@ -64,10 +81,12 @@ impl Plugin for FileLog {
         if config.path.contains('\0') || config.path.ends_with('/') {
             return Err(format!("path must name a file, got {:?}", config.path).into());
         }
+        ignore_sigxfsz();
         Ok(FileLog {
             path: path.to_path_buf(),
             reopen: config.reopen,
             file: RefCell::new(None),
+            fragment: std::cell::Cell::new(false),
         })
     }
 
@@ -94,22 +113,75 @@ impl FileLog {
             .open(&self.path)
     }
 
-    fn write_line(&self, line: &[u8]) -> std::io::Result<()> {
-        if self.reopen {
-            return self.open()?.write_all(line);
-        }
-        let mut slot = self.file.borrow_mut();
-        let file = match slot.as_mut() {
-            Some(file) => file,
-            None => slot.insert(self.open()?),
+    /// Whether the file ends in the middle of a line (it may have been
+    /// rotated or emptied since the failed write).
+    fn ends_with_fragment(&self) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = File::open(&self.path) else {
+            return false;
         };
-        let written = file.write_all(line);
-        if written.is_err() {
-            // Reopen on the next request: the path may work again by then.
-            *slot = None;
-        }
-        written
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::End(-1)).is_ok()
+            && file.read_exact(&mut last).is_ok()
+            && last[0] != b'\n'
     }
+
+    fn write_line(&self, line: &[u8]) -> std::io::Result<()> {
+        // After a partial write, end the fragment first so this line stays
+        // whole (a second worker may still append right after a fragment it
+        // does not know about; the window is one failed write).
+        let terminated;
+        let line = if self.fragment.get() && self.ends_with_fragment() {
+            terminated = [b"\n".as_slice(), line].concat();
+            &terminated[..]
+        } else {
+            line
+        };
+        let written = if self.reopen {
+            append(&mut self.open()?, line)
+        } else {
+            let mut slot = self.file.borrow_mut();
+            let file = match slot.as_mut() {
+                Some(file) => file,
+                None => slot.insert(self.open()?),
+            };
+            let written = append(file, line);
+            if written.is_err() {
+                // Reopen on the next request: the path may work again by then.
+                *slot = None;
+            }
+            written
+        };
+        match written {
+            Ok(()) => {
+                self.fragment.set(false);
+                Ok(())
+            }
+            Err((partial, error)) => {
+                if partial {
+                    self.fragment.set(true);
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Writes all of `line`; on error, also says whether part of it reached the file.
+fn append(file: &mut File, line: &[u8]) -> Result<(), (bool, std::io::Error)> {
+    let mut written = 0;
+    while written < line.len() {
+        match file.write(&line[written..]) {
+            Ok(0) => {
+                let error = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                return Err((written > 0, error));
+            }
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((written > 0, e)),
+        }
+    }
+    Ok(())
 }
 
 /// Text as a JSON string when it is UTF-8, otherwise `{"base64": "..."}`:
