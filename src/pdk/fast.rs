@@ -4,7 +4,7 @@
 
 use super::actions::{Actions, Op};
 use super::{
-    Client, Ctx, Entity, Headers, Log, LogLevel, Nginx, Pdk, QueryValue, Request, Response, Router,
+    Client, Ctx, Entity, Headers, Log, LogLevel, Nginx, QueryValue, Request, Response, Router,
     ServiceRequest, ServiceResponse, Value,
 };
 use crate::error::{Error, Result};
@@ -23,35 +23,7 @@ fn unavailable<T>(call: &str) -> Result<T> {
     )))
 }
 
-impl Pdk for FastPdk<'_> {
-    fn log(&mut self) -> &mut dyn Log {
-        self
-    }
-    fn request(&mut self) -> &mut dyn Request {
-        self
-    }
-    fn response(&mut self) -> &mut dyn Response {
-        self
-    }
-    fn service_request(&mut self) -> &mut dyn ServiceRequest {
-        self
-    }
-    fn service_response(&mut self) -> &mut dyn ServiceResponse {
-        self
-    }
-    fn client(&mut self) -> &mut dyn Client {
-        self
-    }
-    fn ctx(&mut self) -> &mut dyn Ctx {
-        self
-    }
-    fn nginx(&mut self) -> &mut dyn Nginx {
-        self
-    }
-    fn router(&mut self) -> &mut dyn Router {
-        self
-    }
-}
+crate::pdk::namespaces!(FastPdk<'_>);
 
 impl Log for FastPdk<'_> {
     fn log(&mut self, level: LogLevel, message: &str) -> Result<()> {

@@ -53,6 +53,43 @@ pub trait Pdk {
     fn router(&mut self) -> &mut dyn Router;
 }
 
+/// Implements [`Pdk`] for a type that implements every namespace trait
+/// itself: each accessor returns `self`.
+macro_rules! namespaces {
+    ($ty:ty) => {
+        impl $crate::pdk::Pdk for $ty {
+            fn log(&mut self) -> &mut dyn $crate::pdk::Log {
+                self
+            }
+            fn request(&mut self) -> &mut dyn $crate::pdk::Request {
+                self
+            }
+            fn response(&mut self) -> &mut dyn $crate::pdk::Response {
+                self
+            }
+            fn service_request(&mut self) -> &mut dyn $crate::pdk::ServiceRequest {
+                self
+            }
+            fn service_response(&mut self) -> &mut dyn $crate::pdk::ServiceResponse {
+                self
+            }
+            fn client(&mut self) -> &mut dyn $crate::pdk::Client {
+                self
+            }
+            fn ctx(&mut self) -> &mut dyn $crate::pdk::Ctx {
+                self
+            }
+            fn nginx(&mut self) -> &mut dyn $crate::pdk::Nginx {
+                self
+            }
+            fn router(&mut self) -> &mut dyn $crate::pdk::Router {
+                self
+            }
+        }
+    };
+}
+pub(crate) use namespaces;
+
 /// Log levels of `kong.log`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogLevel {
