@@ -14,11 +14,23 @@
 //! Every call returns a [`Result`]: a Lua error raised by Kong (a call not
 //! allowed in the current phase, say) reaches the Rust code as an `Err`.
 //!
-//! What is deferred: `kong.response.exit` yields inside Kong's access phase,
-//! and Rust cannot yield, so it is not a PDK call here but a phase's return
-//! value ([`Flow::Exit`](crate::Flow::Exit)). Reading the request body may
-//! yield too: set [`Plugin::READS_REQUEST_BODY`](crate::Plugin::READS_REQUEST_BODY)
-//! and the Lua side reads it before entering Rust.
+//! What is deferred, and why:
+//! - `kong.response.exit` yields inside Kong's access phase, and Rust cannot
+//!   yield, so it is not a PDK call here but a phase's return value
+//!   ([`Flow::Exit`](crate::Flow::Exit)), performed by the Lua side.
+//! - Reading the request body may yield too: set
+//!   [`Plugin::READS_REQUEST_BODY`](crate::Plugin::READS_REQUEST_BODY) and the
+//!   Lua side reads it before entering Rust.
+//! - Writes (`kong.response.set_header/add_header/clear_header/set_status`,
+//!   `kong.service.request.set_header/add_header/clear_header/set_headers/
+//!   set_path/set_raw_query/set_method/set_raw_body`) are queued and applied
+//!   in order by the Lua side when the phase returns, because one call from
+//!   Rust into Lua costs more than the write itself. Any read first applies
+//!   what is queued, so a plugin reads what it wrote; a write Kong refuses
+//!   fails the next read, or the phase (500). A failed phase's writes are
+//!   dropped.
+//! - On the FFI fast path ([`Plugin::fast_path`](crate::Plugin::fast_path)),
+//!   log lines are queued the same way.
 
 pub(crate) mod actions;
 pub(crate) mod fast;
