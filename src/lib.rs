@@ -61,6 +61,8 @@
 //!   `conf` table, registers only the implemented phases, performs deferred
 //!   exits, and answers a failed plugin with 500.
 
+#![warn(missing_docs)]
+
 extern crate self as kong_rs;
 
 mod bridge;

@@ -325,7 +325,7 @@ struct Doc {
 }
 
 /// The same ten rules as [`first_violation`], checked while parsing the body
-/// with serde into [`Shape`]s instead of building a `serde_json::Value`.
+/// with serde into `Shape`s instead of building a `serde_json::Value`.
 /// `Err` when the body is not a JSON object.
 pub fn body_violation(body: &[u8]) -> std::result::Result<Option<&'static str>, &'static str> {
     let doc: Doc = match serde_json::from_slice(body) {
