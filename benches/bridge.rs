@@ -68,9 +68,10 @@ fn config_build(c: &mut Criterion) {
         .load(r#"return { message = "hello from rust", deny_status = 403 }"#)
         .eval()
         .expect("conf");
-    c.bench_function("config: rs-hello conf table -> instance (deserialise + new)", |b| {
-        b.iter(|| black_box(new.call::<mlua::Value>(&conf).expect("built")))
-    });
+    c.bench_function(
+        "config: rs-hello conf table -> instance (deserialise + new)",
+        |b| b.iter(|| black_box(new.call::<mlua::Value>(&conf).expect("built"))),
+    );
     let new: Function = factory(&module, "rs-file-log").get("new").expect("new");
     let conf: Table = lua
         .load(r#"return { path = "/tmp/kong-rs-bench.log", reopen = false }"#)
@@ -84,7 +85,9 @@ fn config_build(c: &mut Criterion) {
 fn cache_and_dispatch(c: &mut Criterion) {
     let lua = Lua::new();
     let module = module(&lua);
-    lua.globals().set("factory", factory(&module, "stateful")).expect("global");
+    lua.globals()
+        .set("factory", factory(&module, "stateful"))
+        .expect("global");
     // The glue's lookup: weak-keyed cache hit, then the phase function.
     let hit: Function = lua
         .load(
@@ -103,9 +106,10 @@ fn cache_and_dispatch(c: &mut Criterion) {
         )
         .eval()
         .expect("chunk");
-    c.bench_function("dispatch: cache hit + access() with state kept in ctx.plugin", |b| {
-        b.iter(|| hit.call::<()>(1000).expect("ran"))
-    });
+    c.bench_function(
+        "dispatch: cache hit + access() with state kept in ctx.plugin",
+        |b| b.iter(|| hit.call::<()>(1000).expect("ran")),
+    );
     let fresh: Function = lua
         .load(
             r#"
@@ -159,9 +163,10 @@ fn plugin_logic(c: &mut Criterion) {
 
     let json = BenchJson::new(NoConfig {}).expect("valid");
     let mut kong = MockPdk::request("POST", "/", Some(VALID_JSON.as_bytes()));
-    c.bench_function("logic: json-validate workload, 2 KB valid body (mock)", |b| {
-        b.iter(|| black_box(json.access(&mut kong, &mut ()).expect("ok")))
-    });
+    c.bench_function(
+        "logic: json-validate workload, 2 KB valid body (mock)",
+        |b| b.iter(|| black_box(json.access(&mut kong, &mut ()).expect("ok"))),
+    );
 }
 
 criterion_group!(benches, config_build, cache_and_dispatch, plugin_logic);
