@@ -5,13 +5,20 @@ local name = os.getenv("EXPECT_HEADER") or "X-Hello-From-Rust"
 local accepted = {}
 for v in (os.getenv("EXPECT_VALUES") or ""):gmatch("[^,]+") do accepted[v] = true end
 
+local pattern = os.getenv("EXPECT_PATTERN")
+local per_thread = tonumber(os.getenv("REQUESTS_PER_THREAD") or "")
+
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init() unexpected, checked, first_bad = 0, 0, "" end
 function response(status, headers, body)
   checked = checked + 1
   local v = headers[name]
-  if status < 200 or status > 299 or (next(accepted) and not accepted[v or ""]) then
+  if per_thread and checked >= per_thread then
+    wrk.thread:stop()
+  end
+  if status < 200 or status > 299 or (next(accepted) and not accepted[v or ""])
+     or (pattern and not (v or ""):match(pattern)) then
     unexpected = unexpected + 1
     if first_bad == "" then first_bad = status .. " " .. tostring(v) .. " " .. tostring(body):sub(1, 80) end
   end
