@@ -197,8 +197,16 @@ end
 
 
 --- Returns the handler table of plugin `plugin_name` exported by the native
--- module `native_name` (a `.so` on `lua_package_cpath`).
-function _M.new(native_name, plugin_name)
+-- module `native_name` (a `.so` on `lua_package_cpath`). `opts` (optional):
+-- `fast_path = true` to use the FFI fast path where the plugin declares one.
+function _M.new(native_name, plugin_name, opts)
+  -- opts.fast_path = true enters phases of instances that declare a fast
+  -- path (Plugin::fast_path) through LuaJIT FFI. Off by default: measured in
+  -- a worker (benches/inworker), an FFI call wins only where LuaJIT compiles
+  -- the caller (14 ns vs 36 ns per dispatch) and loses where it interprets it
+  -- (332 ns vs 89 ns); Kong enters each phase from C and runs access in a
+  -- coroutine, so plugin handlers mostly run interpreted.
+  local use_fast_path = opts and opts.fast_path == true
   local native = require(native_name)
   local factory = native.plugins[plugin_name]
   if not factory then
@@ -217,6 +225,11 @@ function _M.new(native_name, plugin_name)
     instance, err = new_instance(conf)
     if not instance then
       return nil, "invalid configuration: " .. tostring(err)
+    end
+    if instance.fast and not use_fast_path then
+      -- Not wrapped: free the handle now; the mlua path serves every phase.
+      kong_rs_ffi.load(native_name).kong_rs_ffi_instance_free(ffi_cast(INSTANCE_T, instance.fast))
+      instance.fast = nil
     end
     if instance.fast then
       -- Lua owns the FFI handle: freed by the GC with the instance.

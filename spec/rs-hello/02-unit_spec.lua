@@ -91,6 +91,28 @@ describe(PLUGIN_NAME .. ": (unit)", function()
 end)
 
 describe("rs-hello: (FFI fast path)", function()
+  local fast_handler = require("kong_rs.handler").new("kong_rs_plugins", PLUGIN_NAME,
+                                                      { fast_path = true })
+
+  it("sets the header and performs exits through the FFI path too", function()
+    local state = stub.install()
+    fast_handler:access({ message = "via ffi" })
+    assert.equal("via ffi", state.response_headers["x-hello-from-rust"])
+    assert.same({}, state.exits)
+
+    state = stub.install()
+    fast_handler:access({ message = "no entry", deny_status = 451 })
+    assert.equal(451, state.exits[1].status)
+    assert.equal("no entry", state.exits[1].body)
+  end)
+
+  it("answers 500 and logs when the instance cannot be built", function()
+    local state = stub.install()
+    fast_handler:access({ message = "x", deny_status = 200 })
+    assert.equal(500, state.exits[1].status)
+    assert.matches("deny_status must be between 400 and 599", stub.logs_at(state, "err")[1], nil, true)
+  end)
+
   it("runs access through the FFI handle, owned by the GC", function()
     stub.install()
     local factory = require("kong_rs_plugins").plugins["rs-hello"]

@@ -6,6 +6,8 @@ mod hello;
 #[cfg(feature = "test-plugins")]
 pub mod bench;
 #[cfg(feature = "test-plugins")]
+mod bench_json;
+#[cfg(feature = "test-plugins")]
 mod fault;
 
 pub use file_log::{FileLog, FileLogConfig};

@@ -43,6 +43,11 @@
 //! carries many events, one at a time.
 
 use serde_json::{Value, json};
+
+// The json-validate rules: the very file rs-bench-json uses, so the in-process
+// and out-of-process plugins run the same Rust code.
+#[path = "../../../src/plugins/bench_json.rs"]
+mod bench_json;
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -169,89 +174,10 @@ fn json_access(conn: &mut Conn) -> Result<(), Error> {
         Value::String(body) => body,
         _ => return violation(conn, "body must be a JSON object"),
     };
-    let Ok(doc) = serde_json::from_str::<Value>(&body) else {
-        return violation(conn, "body must be valid JSON");
-    };
-    if !doc.is_object() {
-        return violation(conn, "body must be a JSON object");
+    match bench_json::body_violation(body.as_bytes()) {
+        Ok(None) => Ok(()),
+        Ok(Some(message)) | Err(message) => violation(conn, message),
     }
-    match first_violation(&doc) {
-        Some(message) => violation(conn, message),
-        None => Ok(()),
-    }
-}
-
-const PLANS: [&str; 3] = ["free", "pro", "enterprise"];
-
-fn string_len(value: Option<&Value>) -> Option<usize> {
-    value.and_then(Value::as_str).map(|s| s.chars().count())
-}
-
-fn int_in(value: Option<&Value>, low: i64, high: i64) -> bool {
-    value
-        .and_then(Value::as_i64)
-        .is_some_and(|n| (low..=high).contains(&n))
-}
-
-/// The ten rules, in order: a copy of `kong_rs::plugins::bench::first_violation`
-/// (kept free of the main crate so this binary builds in seconds). The e2e
-/// run checks that the Rust, Lua and plugin-server twins give the same answer
-/// on the same documents.
-fn first_violation(doc: &Value) -> Option<&'static str> {
-    let user = doc.get("user");
-    let checks: [(&'static str, bool); 10] = [
-        (
-            "id must be a 36-character string",
-            string_len(doc.get("id")) == Some(36),
-        ),
-        (
-            "user.name must be 1-64 characters",
-            string_len(user.and_then(|u| u.get("name"))).is_some_and(|n| (1..=64).contains(&n)),
-        ),
-        (
-            "user.email must be 3-254 characters",
-            string_len(user.and_then(|u| u.get("email"))).is_some_and(|n| (3..=254).contains(&n)),
-        ),
-        (
-            "user.age must be an integer 13-130",
-            int_in(user.and_then(|u| u.get("age")), 13, 130),
-        ),
-        (
-            "plan must be free, pro or enterprise",
-            doc.get("plan")
-                .and_then(Value::as_str)
-                .is_some_and(|p| PLANS.contains(&p)),
-        ),
-        (
-            "quantity must be an integer 1-100",
-            int_in(doc.get("quantity"), 1, 100),
-        ),
-        (
-            "tags must be an array of at most 10",
-            doc.get("tags")
-                .and_then(Value::as_array)
-                .is_some_and(|t| t.len() <= 10),
-        ),
-        (
-            "items must be an array of 1-50",
-            doc.get("items")
-                .and_then(Value::as_array)
-                .is_some_and(|i| (1..=50).contains(&i.len())),
-        ),
-        (
-            "notes must be at most 1024 characters",
-            doc.get("notes")
-                .is_none_or(|n| n.as_str().is_some_and(|s| s.chars().count() <= 1024)),
-        ),
-        (
-            "active must be a boolean",
-            doc.get("active").is_some_and(Value::is_boolean),
-        ),
-    ];
-    checks
-        .iter()
-        .find(|(_, ok)| !ok)
-        .map(|(message, _)| *message)
 }
 
 fn run_event(conn: &mut Conn, workload: Workload, event: &str) -> Result<(), Error> {
@@ -396,9 +322,14 @@ mod tests {
     #[test]
     fn the_benchmark_document_passes_and_a_bad_one_names_its_rule() {
         let mut doc: Value = serde_json::from_str(VALID).unwrap();
-        assert_eq!(first_violation(&doc), None);
+        let body = serde_json::to_vec(&doc).unwrap();
+        assert_eq!(bench_json::body_violation(&body), Ok(None));
         doc["plan"] = json!("gold");
-        assert_eq!(first_violation(&doc), Some("plan must be free, pro or enterprise"));
+        let body = serde_json::to_vec(&doc).unwrap();
+        assert_eq!(
+            bench_json::body_violation(&body),
+            Ok(Some("plan must be free, pro or enterprise"))
+        );
     }
 
     #[test]

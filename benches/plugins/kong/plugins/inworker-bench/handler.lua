@@ -77,7 +77,8 @@ function InWorkerBench:access(conf)
              if actions then apply_actions(actions) end
            end
          end))
-  local headers_handler = require("kong.plugins.rs-bench-headers.handler")
+  local headers_handler = require("kong_rs.handler").new("kong_rs_plugins", "rs-bench-headers",
+                                                         { fast_path = true })
   local headers_conf = {}
   record("headers workload, FFI fast path (handler:access)",
          median_ns(repeats, n / 10, function(k)
@@ -111,10 +112,40 @@ function InWorkerBench:access(conf)
            for _ = 1, k do lua_headers:access(headers_conf) end
          end))
 
+  -- The same handlers with the JIT off: nginx enters each phase from C, so a
+  -- real request path is not always compiled; this is the other bound.
+  local fast_handler = require("kong_rs.handler").new("kong_rs_plugins", "rs-bench-empty",
+                                                      { fast_path = true })
+  local mlua_handler = require("kong.plugins.rs-bench-empty.handler")
+  local function interpreted(name, handler_to_run, conf, k_div)
+    jit.off()
+    record(name, median_ns(repeats, n / k_div, function(k)
+      for _ = 1, k do handler_to_run:access(conf) end
+    end))
+    jit.on()
+  end
+  interpreted("interpreted: rs-bench-empty handler:access, FFI fast path", fast_handler, {}, 10)
+  interpreted("interpreted: rs-bench-empty handler:access, mlua path", mlua_handler, {}, 10)
+  interpreted("interpreted: lua-bench-empty handler:access",
+              require("kong.plugins.lua-bench-empty.handler"), {}, 10)
+  local headers_fast_handler = require("kong_rs.handler").new("kong_rs_plugins",
+                                                              "rs-bench-headers",
+                                                              { fast_path = true })
+  local headers_mlua_handler = require("kong.plugins.rs-bench-headers.handler")
+  interpreted("interpreted: headers workload, FFI fast path", headers_fast_handler, {}, 10)
+  interpreted("interpreted: headers workload, mlua path", headers_mlua_handler, {}, 10)
+  interpreted("interpreted: headers workload, Lua twin",
+              require("kong.plugins.lua-bench-headers.handler"), {}, 10)
+
   -- The whole handler: instance cache hit + pcall + dispatch.
-  local handler = require("kong.plugins.rs-bench-empty.handler")
+  local handler = require("kong_rs.handler").new("kong_rs_plugins", "rs-bench-empty",
+                                                 { fast_path = true })
   local empty_conf = {}
   handler:access(empty_conf)
+  local mlua_empty = require("kong.plugins.rs-bench-empty.handler")
+  mlua_empty:access(empty_conf)
+  record("handler:access(conf): cache hit + mlua dispatch (rs-bench-empty)",
+         median_ns(repeats, n, function(k) for _ = 1, k do mlua_empty:access(empty_conf) end end))
   record("handler:access(conf): cache hit + FFI dispatch (rs-bench-empty)",
          median_ns(repeats, n, function(k) for _ = 1, k do handler:access(empty_conf) end end))
 
