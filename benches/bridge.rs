@@ -99,7 +99,7 @@ fn cache_and_dispatch(c: &mut Criterion) {
             return function(n)
               for _ = 1, n do
                 local instance = instances[conf]
-                instance.access()
+                factory.access(instance.id)
               end
             end
         "#,
@@ -117,7 +117,7 @@ fn cache_and_dispatch(c: &mut Criterion) {
             return function(n)
               for _ = 1, n do
                 kong.ctx.plugin = {}
-                instance.access()
+                factory.access(instance.id)
               end
             end
         "#,

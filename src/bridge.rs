@@ -9,12 +9,13 @@
 //! | `phases` | the phases it implements, in Kong's order |
 //! | `reads_request_body` | read the body before rewrite/access |
 //! | `schema` | the `config` record in Kong's schema DSL |
-//! | `new(conf)` | instance (a table of phase functions), or `nil, err` |
+//! | `new(conf)` | instance (a table; `id` names the plugin), or `nil, err` |
 //! | `validate(conf)` | `true`, or `nil, err` (the constructor's message) |
 //! | `stats()` | `{ built = n, live = n }`: constructor calls and live instances |
+//! | `<phase>(id[, chunk, eof])` | runs one phase of instance `id`, see below |
 //!
-//! An instance's phase function (`instance.access()`,
-//! `instance.body_filter(chunk, eof)`) returns nothing when the phase
+//! A phase function (`factory.access(instance.id)`,
+//! `factory.body_filter(instance.id, chunk, eof)`) returns nothing when the phase
 //! continues with nothing to apply. Otherwise it returns the pending writes
 //! first (a string for `kong_rs.actions`, or nil; see
 //! [`LuaPdk`](crate::pdk::lua::LuaPdk)), then: nothing to continue,
@@ -29,7 +30,7 @@ use crate::schema;
 use bstr::BString;
 use mlua::{AnyUserData, Lua, MultiValue, Table, UserData, Value as LuaValue};
 use serde_json::json;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
@@ -194,7 +195,8 @@ fn factory<P: Plugin>(
 
     let counters = Rc::new(Counters::default());
     let new_counters = counters.clone();
-    let new_cache = cache.clone();
+    let registry: Rc<RefCell<Registry<P>>> = Rc::new(RefCell::new(Registry::default()));
+    let new_registry = registry.clone();
     factory.set(
         "new",
         lua.create_function(move |lua, conf: LuaValue| {
@@ -206,7 +208,7 @@ fn factory<P: Plugin>(
                         plugin,
                         counters: new_counters.clone(),
                     });
-                    let table = instance_table(lua, &instance, &new_cache)?;
+                    let table = instance_table(lua, &new_registry, &instance)?;
                     add_fast_path(lua, &table, &instance)?;
                     Ok((LuaValue::Table(table), None))
                 }
@@ -221,6 +223,7 @@ fn factory<P: Plugin>(
             Err(message) => Ok((false, Some(message))),
         })?,
     )?;
+    phase_functions::<P>(lua, &factory, cache, &registry)?;
     let stats_counters = counters;
     factory.set(
         "stats",
@@ -234,39 +237,149 @@ fn factory<P: Plugin>(
     Ok(factory)
 }
 
-/// An instance as Lua sees it: a table of phase functions, each a closure
-/// over the built plugin. Calling one needs no argument, no userdata lookup
-/// and no type check, which keeps the dispatch cost near mlua's floor. The
-/// plugin is dropped when the last of these closures is collected.
+/// The live instances of one plugin type, by id. The phase functions look
+/// an instance up here from the integer id the Lua side passes, which costs
+/// a few ns where borrowing a typed userdata costs ~50.
+struct Registry<P> {
+    slots: Vec<Slot<P>>,
+    free: Vec<usize>,
+}
+
+struct Slot<P> {
+    generation: u32,
+    instance: Option<Rc<Instance<P>>>,
+}
+
+impl<P> Default for Registry<P> {
+    fn default() -> Self {
+        Registry {
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<P> Registry<P> {
+    /// Stores an instance; its id encodes the slot and a generation, so a
+    /// stale id never reaches a later instance in the same slot.
+    fn insert(&mut self, instance: Rc<Instance<P>>) -> i64 {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    instance: None,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let slot = &mut self.slots[index];
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.instance = Some(instance);
+        (i64::from(slot.generation) << 32) | index as i64
+    }
+
+    fn get(&self, id: i64) -> Option<Rc<Instance<P>>> {
+        let index = usize::try_from(id & 0xffff_ffff).ok()?;
+        let slot = self.slots.get(index)?;
+        (i64::from(slot.generation) == id >> 32)
+            .then(|| slot.instance.clone())
+            .flatten()
+    }
+
+    fn remove(&mut self, id: i64) -> Option<Rc<Instance<P>>> {
+        self.get(id)?;
+        let index = usize::try_from(id & 0xffff_ffff).ok()?;
+        self.free.push(index);
+        self.slots[index].instance.take()
+    }
+}
+
+/// Kept in the instance table: when Lua collects the table, this drops the
+/// instance from the registry (the plugin itself is dropped once its FFI
+/// handle, if any, is freed too).
+struct Guard<P> {
+    registry: Rc<RefCell<Registry<P>>>,
+    id: i64,
+}
+
+impl<P: 'static> UserData for Guard<P> {}
+
+impl<P> Drop for Guard<P> {
+    fn drop(&mut self) {
+        // Take it out first, drop it after the borrow: a plugin's Drop may run Lua.
+        let removed = self.registry.borrow_mut().remove(self.id);
+        drop(removed);
+    }
+}
+
+/// An instance as Lua sees it: a table with its `id` (an integer) and a
+/// guard userdata that unregisters it when the table is collected. The phase
+/// functions are the factory's, the same for every instance
+/// (`factory.access(instance.id)`): LuaJIT traces specialise on the function
+/// they call, so per-instance functions were kept alive by compiled traces
+/// long after Kong dropped their configuration.
 fn instance_table<P: Plugin>(
     lua: &Lua,
+    registry: &Rc<RefCell<Registry<P>>>,
     instance: &Rc<Instance<P>>,
-    cache: &Rc<PdkCache>,
 ) -> mlua::Result<Table> {
-    let table = lua.create_table_with_capacity(0, P::PHASES.len())?;
+    let id = registry.borrow_mut().insert(instance.clone());
+    let table = lua.create_table_with_capacity(0, 4)?;
+    table.raw_set("id", id)?;
+    table.raw_set(
+        "guard",
+        lua.create_userdata(Guard {
+            registry: registry.clone(),
+            id,
+        })?,
+    )?;
+    Ok(table)
+}
+
+/// The factory's phase functions: `factory.access(instance.id)`,
+/// `factory.body_filter(instance.id, chunk, eof)`.
+fn phase_functions<P: Plugin>(
+    lua: &Lua,
+    factory: &Table,
+    cache: &Rc<PdkCache>,
+    registry: &Rc<RefCell<Registry<P>>>,
+) -> mlua::Result<()> {
     for &phase in P::PHASES {
-        let instance = instance.clone();
         let cache = cache.clone();
+        let registry = registry.clone();
+        let lookup = move |id: i64| {
+            // Cloned out of the registry: the phase may run Lua, whose GC may
+            // drop other instances (and so borrow the registry).
+            registry
+                .borrow()
+                .get(id)
+                .ok_or_else(|| mlua::Error::runtime(format!("no live {} instance {id}", P::NAME)))
+        };
         let function = if phase == Phase::BodyFilter {
-            lua.create_function(move |lua, (chunk, eof): (Option<BString>, Option<bool>)| {
-                let chunk = chunk.as_deref().map(|c| c.as_slice());
-                dispatch(
-                    lua,
-                    &instance.plugin,
-                    &cache,
-                    phase,
-                    chunk,
-                    eof.unwrap_or(false),
-                )
-            })?
+            lua.create_function(
+                move |lua, (id, chunk, eof): (i64, Option<BString>, Option<bool>)| {
+                    let instance = lookup(id)?;
+                    let chunk = chunk.as_deref().map(|c| c.as_slice());
+                    dispatch(
+                        lua,
+                        &instance.plugin,
+                        &cache,
+                        phase,
+                        chunk,
+                        eof.unwrap_or(false),
+                    )
+                },
+            )?
         } else {
-            lua.create_function(move |lua, ()| {
+            lua.create_function(move |lua, id: i64| {
+                let instance = lookup(id)?;
                 dispatch(lua, &instance.plugin, &cache, phase, None, false)
             })?
         };
-        table.raw_set(phase.name(), function)?;
+        factory.raw_set(phase.name(), function)?;
     }
-    Ok(table)
+    Ok(())
 }
 
 /// Gives an instance that opts in ([`Plugin::fast_path`]) its FFI handle:

@@ -101,19 +101,20 @@ fn instance(lua: &Lua, factory: &Table, action: &str) -> mlua::Value {
     new.call(conf).expect("instance")
 }
 
-fn phase(instance: &mlua::Value, name: &str) -> mlua::Function {
-    instance
+/// Runs phase `name` of `instance` the way the glue does: `factory[name](instance.id)`.
+fn run(factory: &Table, instance: &mlua::Value, name: &str) -> mlua::MultiValue {
+    let ud: mlua::Value = instance
         .as_table()
         .expect("instance table")
-        .get(name)
-        .expect("phase function")
+        .get("id")
+        .expect("id");
+    let phase: mlua::Function = factory.get(name).expect("phase function");
+    phase.call(ud).expect("dispatch never raises")
 }
 
 fn access(lua: &Lua, factory: &Table, action: &str) -> mlua::MultiValue {
     let instance = instance(lua, factory, action);
-    phase(&instance, "access")
-        .call(())
-        .expect("dispatch never raises")
+    run(factory, &instance, "access")
 }
 
 #[test]
@@ -193,7 +194,7 @@ fn state_is_carried_across_the_phases_of_one_request_only() {
     let factory = factory(&lua);
     let instance = instance(&lua, &factory, "continue");
     let run = |name: &str| {
-        let _: mlua::MultiValue = phase(&instance, name).call(()).unwrap();
+        let _ = run(&factory, &instance, name);
     };
     run("access");
     run("header_filter");
@@ -263,4 +264,26 @@ fn the_dump_is_json_and_duplicate_names_are_refused() {
     builder.add::<Counter>().unwrap();
     let err = builder.add::<Counter>().err().expect("second add refused");
     assert!(err.to_string().contains("exported twice"));
+}
+
+#[test]
+fn a_stale_or_forged_instance_id_is_an_error_not_another_instance() {
+    let lua = Lua::new();
+    lua.load(STUB).exec().unwrap();
+    let factory = factory(&lua);
+    let instance = instance(&lua, &factory, "continue");
+    let id: i64 = instance.as_table().unwrap().get("id").unwrap();
+    let access: mlua::Function = factory.get("access").unwrap();
+    drop(instance);
+    lua.gc_collect().unwrap();
+    lua.gc_collect().unwrap();
+    // The slot is reused by the next instance, with a new generation.
+    let next = self::instance(&lua, &factory, "continue");
+    let next_id: i64 = next.as_table().unwrap().get("id").unwrap();
+    assert_ne!(id, next_id);
+    for bad in [id, 999_999, -1] {
+        let err = access.call::<mlua::MultiValue>(bad).expect_err("refused");
+        assert!(err.to_string().contains("no live counter instance"), "{err}");
+    }
+    assert!(access.call::<mlua::MultiValue>(next_id).is_ok());
 }

@@ -110,7 +110,7 @@ local function apply(name, phase, actions)
 end
 
 
-local function phase_handler(name, phase, instance_for, reads_body)
+local function phase_handler(name, phase, run, instance_for, reads_body)
   if phase == "body_filter" then
     return function(_, conf)
       local instance, err = instance_for(conf)
@@ -118,7 +118,7 @@ local function phase_handler(name, phase, instance_for, reads_body)
         return fail(name, phase, err)
       end
       local arg = ngx.arg
-      local ok, actions, chunk, message = pcall(instance.body_filter, arg[1], arg[2])
+      local ok, actions, chunk, message = pcall(run, instance.id, arg[1], arg[2])
       if not ok then
         return fail(name, phase, actions)
       end
@@ -179,7 +179,7 @@ local function phase_handler(name, phase, instance_for, reads_body)
       -- May yield, so it happens here in Lua, before entering Rust.
       kong.request.get_raw_body()
     end
-    local ok, actions, status, body, headers = pcall(instance[phase])
+    local ok, actions, status, body, headers = pcall(run, instance.id)
     if not ok then
       return fail(name, phase, actions)
     end
@@ -248,7 +248,9 @@ function _M.new(native_name, plugin_name, opts)
     PRIORITY = factory.priority,
   }
   for _, phase in ipairs(factory.phases) do
-    handler[phase] = phase_handler(plugin_name, phase, instance_for,
+    -- The factory's phase function, the same for every instance (see
+    -- src/bridge.rs: per-instance functions would be pinned by JIT traces).
+    handler[phase] = phase_handler(plugin_name, phase, factory[phase], instance_for,
                                    factory.reads_request_body)
   end
   return handler

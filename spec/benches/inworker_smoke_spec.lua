@@ -22,7 +22,7 @@ describe("in-worker benchmarks (smoke)", function()
       names[result.name] = true
     end
     for _, expected in ipairs({
-      "dispatch: instance.access() of an empty Rust phase",
+      "dispatch: factory.access(id) of an empty Rust phase",
       "dispatch: kong_rs_ffi_call() of an empty Rust phase",
       "lua: kong.request.get_header",
       "rust: get_header",

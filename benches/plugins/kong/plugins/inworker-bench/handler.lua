@@ -44,10 +44,11 @@ function InWorkerBench:access(conf)
   end
 
   -- Dispatch: Lua -> Rust -> Lua, empty handler.
-  local empty = native.plugins["rs-bench-empty"].new({})
-  local empty_access = empty.access
-  record("dispatch: instance.access() of an empty Rust phase",
-         median_ns(repeats, n, function(k) for _ = 1, k do empty_access() end end))
+  local empty_factory = native.plugins["rs-bench-empty"]
+  local empty = empty_factory.new({})
+  local empty_access, empty_id = empty_factory.access, empty.id
+  record("dispatch: factory.access(id) of an empty Rust phase",
+         median_ns(repeats, n, function(k) for _ = 1, k do empty_access(empty_id) end end))
 
   -- Dispatch through LuaJIT FFI (the fast path): same empty phase.
   local ffi = require("ffi")
@@ -69,11 +70,11 @@ function InWorkerBench:access(conf)
   local apply_actions = require("kong_rs.actions").apply
   local headers_factory = native.plugins["rs-bench-headers"]
   local headers_instance = headers_factory.new({})
-  local headers_mlua = headers_instance.access
+  local headers_mlua, headers_id = headers_factory.access, headers_instance.id
   record("headers workload, mlua path (Rust calls kong.*)",
          median_ns(repeats, n / 10, function(k)
            for _ = 1, k do
-             local actions = headers_mlua()
+             local actions = headers_mlua(headers_id)
              if actions then apply_actions(actions) end
            end
          end))
@@ -172,7 +173,8 @@ function InWorkerBench:access(conf)
   local inworker = native.plugins["rs-inworker"]
   for _, op in ipairs({ "noop", "get_header", "set_header", "ctx_set", "ctx_get" }) do
     local instance = assert(inworker.new({ op = op, iterations = n }))
-    local run = instance.access
+    local id = instance.id
+    local run = function() return inworker.access(id) end
     record("rust: " .. op, median_ns(repeats, 1, function()
       local actions, failed, err = run()
       if failed == false then error(err) end
