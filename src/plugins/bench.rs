@@ -363,6 +363,17 @@ mod tests {
         let parsed: Value = serde_json::from_slice(duplicate).unwrap();
         assert_eq!(body_violation(duplicate), Ok(first_violation(&parsed)));
         assert_eq!(body_violation(b"[1,2]"), Err("body must be a JSON object"));
+        // Invalid UTF-8 or a lone surrogate inside a skipped string is invalid JSON.
+        let mut bad_utf8 = serde_json::to_vec(&valid).unwrap();
+        let at = bad_utf8.windows(4).position(|w| w == b"Item").unwrap();
+        bad_utf8[at] = 0xde;
+        assert!(serde_json::from_slice::<Value>(&bad_utf8).is_err());
+        assert_eq!(body_violation(&bad_utf8), Err("body must be valid JSON"));
+        let surrogate = br#"{"items":["\ud800"]}"#;
+        assert_eq!(
+            body_violation(surrogate).is_err(),
+            serde_json::from_slice::<Value>(surrogate).is_err()
+        );
         assert_eq!(body_violation(b"{\"id\":"), Err("body must be valid JSON"));
         // A non-string plan comes after id in rule order, as with the Value rules.
         let plan_number = br#"{"id":"x","plan":5}"#;

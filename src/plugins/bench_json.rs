@@ -10,12 +10,56 @@
 //! keys keep the last value, `null` is a value of its own.
 
 use serde::Deserialize;
-use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
 
 /// The allowed `plan` values.
 pub const PLANS: [&str; 3] = ["free", "pro", "enterprise"];
+
+/// A value the rules do not look at: parsed and checked (strings decoded,
+/// so a lone surrogate escape is an error as it is for a `Value`) but not
+/// kept. serde's `IgnoredAny` would skip strings undecoded.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+        struct SkipVisitor;
+        impl<'de> Visitor<'de> for SkipVisitor {
+            type Value = Skip;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+        }
+        d.deserialize_any(SkipVisitor)
+    }
+}
 
 /// What the rules need of a JSON value.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -61,13 +105,13 @@ impl<'de> Visitor<'de> for ShapeVisitor {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
         let mut len = 0;
-        while seq.next_element::<IgnoredAny>()?.is_some() {
+        while seq.next_element::<Skip>()?.is_some() {
             len += 1;
         }
         Ok(Shape::Array(len))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
         Ok(Shape::Object)
     }
 }
@@ -113,14 +157,14 @@ impl<'de> Deserialize<'de> for User {
                         "email" => user.1 = map.next_value()?,
                         "age" => user.2 = map.next_value()?,
                         _ => {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value::<Skip>()?;
                         }
                     }
                 }
                 Ok(user)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<User, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                while seq.next_element::<Skip>()?.is_some() {}
                 Ok(User(Shape::Absent, Shape::Absent, Shape::Absent))
             }
             fn visit_unit<E>(self) -> Result<User, E> {
@@ -174,14 +218,14 @@ impl<'de> Deserialize<'de> for MaybeDoc {
                         "notes" => doc.notes = map.next_value()?,
                         "active" => doc.active = map.next_value()?,
                         _ => {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value::<Skip>()?;
                         }
                     }
                 }
                 Ok(MaybeDoc(Some(doc)))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MaybeDoc, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                while seq.next_element::<Skip>()?.is_some() {}
                 Ok(MaybeDoc(None))
             }
             fn visit_unit<E>(self) -> Result<MaybeDoc, E> {
@@ -214,7 +258,12 @@ impl<'de> Deserialize<'de> for MaybeDoc {
 /// # Errors
 /// `"body must be valid JSON"` or `"body must be a JSON object"`.
 pub fn body_violation(body: &[u8]) -> Result<Option<&'static str>, &'static str> {
-    let doc = match serde_json::from_slice::<MaybeDoc>(body) {
+    // JSON text is UTF-8; checking it once up front lets serde borrow
+    // strings instead of checking each.
+    let Ok(body) = std::str::from_utf8(body) else {
+        return Err("body must be valid JSON");
+    };
+    let doc = match serde_json::from_str::<MaybeDoc>(body) {
         Ok(MaybeDoc(Some(doc))) => doc,
         Ok(MaybeDoc(None)) => return Err("body must be a JSON object"),
         Err(_) => return Err("body must be valid JSON"),

@@ -167,21 +167,41 @@ impl FileLog {
     }
 }
 
-/// Writes all of `line`; on error, also says whether part of it reached the file.
+/// Writes all of `line`. On error, a part already written is cut off again
+/// when it is still at the end of the file (so no worker's next line is
+/// glued to it); the error also says whether a fragment stayed behind.
 fn append(file: &mut File, line: &[u8]) -> Result<(), (bool, std::io::Error)> {
     let mut written = 0;
     while written < line.len() {
-        match file.write(&line[written..]) {
-            Ok(0) => {
-                let error = std::io::Error::from(std::io::ErrorKind::WriteZero);
-                return Err((written > 0, error));
+        let error = match file.write(&line[written..]) {
+            Ok(0) => std::io::Error::from(std::io::ErrorKind::WriteZero),
+            Ok(n) => {
+                written += n;
+                continue;
             }
-            Ok(n) => written += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err((written > 0, e)),
-        }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => e,
+        };
+        let fragment = written > 0 && !cut_fragment(file, written);
+        return Err((fragment, error));
     }
     Ok(())
+}
+
+/// Truncates the last `len` bytes if they are still the end of the file
+/// (an `O_APPEND` write leaves the offset at its end). Returns whether it did.
+fn cut_fragment(file: &mut File, len: usize) -> bool {
+    use std::io::{Seek, SeekFrom};
+    let Ok(end) = file.stream_position() else {
+        return false;
+    };
+    let Ok(size) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let Some(start) = end.checked_sub(len as u64) else {
+        return false;
+    };
+    size == end && file.set_len(start).is_ok() && file.seek(SeekFrom::Start(start)).is_ok()
 }
 
 /// Text as a JSON string when it is UTF-8, otherwise `{"base64": "..."}`:
