@@ -283,7 +283,10 @@ fn a_stale_or_forged_instance_id_is_an_error_not_another_instance() {
     assert_ne!(id, next_id);
     for bad in [id, 999_999, -1] {
         let err = access.call::<mlua::MultiValue>(bad).expect_err("refused");
-        assert!(err.to_string().contains("no live counter instance"), "{err}");
+        assert!(
+            err.to_string().contains("no live counter instance"),
+            "{err}"
+        );
     }
     assert!(access.call::<mlua::MultiValue>(next_id).is_ok());
 }
