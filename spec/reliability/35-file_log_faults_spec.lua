@@ -112,11 +112,9 @@ describe("reliability: rs-file-log on a failing file system", function()
     h.wait_until(function() return #lines(path) == 6 end, 5)
   end)
 
-  -- Known bug (reported in docs/reliability.md): on ENOSPC, write_all leaves
-  -- a partial line on disk, and once space is back the next line is glued
-  -- to that fragment (one invalid JSON line). Set KONG_RS_STRICT=1 to run
-  -- the strict check; by default it is reported as pending.
-  local strict = os.getenv("KONG_RS_STRICT") == "1"
+  -- Once a bug (docs/reliability.md): on ENOSPC a partial line stayed on
+  -- disk and the next line, from either worker, was glued to it. Fixed: the
+  -- fragment is cut off again (src/plugins/file_log.rs).
 
   local function mount_full()
     local mnt = dir .. "/full"
@@ -170,8 +168,7 @@ describe("reliability: rs-file-log on a failing file system", function()
     sh("umount " .. mnt)
   end)
 
-  local strict_it = strict and it or pending
-  strict_it("full disk, space freed in place (tmpfs grown): every line written after it is valid JSON [KNOWN BUG with 2 workers: the fragment fix is per worker]", function()
+  it("full disk, space freed in place (tmpfs grown): every line written after it is valid JSON, from either worker", function()
     local mnt = mount_full()
     if not mnt then
       pending("cannot mount a tmpfs here")
@@ -188,10 +185,8 @@ describe("reliability: rs-file-log on a failing file system", function()
     sh("umount " .. mnt)
   end)
 
-  -- Known bug (reported): nginx does not ignore SIGXFSZ, so a worker that
-  -- writes past RLIMIT_FSIZE is killed by the signal (the master respawns
-  -- it) instead of seeing EFBIG. nginx's own access_log has the same fate;
-  -- the fix proposed is for the native module to ignore SIGXFSZ.
+  -- nginx does not ignore SIGXFSZ, so a worker writing past RLIMIT_FSIZE
+  -- was killed by the signal; rs-file-log now ignores it and gets EFBIG.
   it("file size limit (RLIMIT_FSIZE on the workers): no worker dies, no request fails (SIGXFSZ ignored since d329a58)", function()
     local path = dir .. "/fsize.log"
     os.remove(path)
