@@ -366,15 +366,18 @@ fn phase_functions<P: Plugin>(
                         &instance.plugin,
                         &cache,
                         phase,
+                        None,
                         chunk,
                         eof.unwrap_or(false),
                     )
                 },
             )?
         } else {
-            lua.create_function(move |lua, id: i64| {
+            // `body`: the request body the Lua side read for a plugin that
+            // declares READS_REQUEST_BODY, handed over instead of read again.
+            lua.create_function(move |lua, (id, body): (i64, Option<mlua::LuaString>)| {
                 let instance = lookup(id)?;
-                dispatch(lua, &instance.plugin, &cache, phase, None, false)
+                dispatch(lua, &instance.plugin, &cache, phase, body, None, false)
             })?
         };
         factory.raw_set(phase.name(), function)?;
@@ -418,10 +421,12 @@ fn dispatch<P: Plugin>(
     plugin: &P,
     cache: &PdkCache,
     phase: Phase,
+    body: Option<mlua::LuaString>,
     chunk: Option<&[u8]>,
     eof: bool,
 ) -> mlua::Result<MultiValue> {
     let mut pdk = LuaPdk::new(lua, cache);
+    pdk.set_request_body(body);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         run_phase::<P>(plugin, phase, &mut pdk, chunk, eof)
     }))

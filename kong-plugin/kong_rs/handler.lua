@@ -175,11 +175,10 @@ local function phase_handler(name, phase, run, instance_for, reads_body)
       return
     end
 
-    if reads_body then
-      -- May yield, so it happens here in Lua, before entering Rust.
-      kong.request.get_raw_body()
-    end
-    local ok, actions, status, body, headers = pcall(run, instance.id)
+    -- Reading the body may yield, so it happens here in Lua, before
+    -- entering Rust, which gets it as an argument.
+    local request_body = reads_body and kong.request.get_raw_body() or nil
+    local ok, actions, status, body, headers = pcall(run, instance.id, request_body)
     if not ok then
       return fail(name, phase, actions)
     end

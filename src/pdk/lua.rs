@@ -156,6 +156,8 @@ pub struct LuaPdk<'lua> {
     // kong.ctx.shared / kong.ctx.plugin of this request, fetched on first use.
     shared: Option<Table>,
     plugin: Option<Table>,
+    // The request body the Lua side already read, if it handed it over.
+    body: Option<mlua::LuaString>,
 }
 
 impl<'lua> LuaPdk<'lua> {
@@ -166,11 +168,22 @@ impl<'lua> LuaPdk<'lua> {
             actions: Actions::default(),
             shared: None,
             plugin: None,
+            body: None,
         }
+    }
+
+    /// Hands over the request body the Lua side read (READS_REQUEST_BODY),
+    /// so `get_raw_body` need not call back into Lua.
+    pub(crate) fn set_request_body(&mut self, body: Option<mlua::LuaString>) {
+        self.body = body;
     }
 
     /// Queues a write for the Lua side.
     fn defer(&mut self, op: Op, name: &[u8], value: &[u8]) -> Result<()> {
+        if op == Op::SreqSetRawBody {
+            // The request body changes: what was handed over is stale.
+            self.body = None;
+        }
         self.actions.push(op, name, value)
     }
 
@@ -480,6 +493,9 @@ impl Request for LuaPdk<'_> {
     }
     fn get_raw_body(&mut self) -> Result<Option<Vec<u8>>> {
         self.flush()?;
+        if let Some(body) = &self.body {
+            return Ok(Some(body.as_bytes().to_vec()));
+        }
         Ok(self
             .call_checked::<BString>(F::ReqGetRawBody, ())?
             .map(Into::into))
