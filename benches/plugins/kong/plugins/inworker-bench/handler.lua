@@ -119,7 +119,9 @@ function InWorkerBench:access(conf)
                                                       { fast_path = true })
   local mlua_handler = require("kong.plugins.rs-bench-empty.handler")
   local function interpreted(name, handler_to_run, conf, k_div)
+    -- jit.off() alone keeps running traces already compiled: flush them too.
     jit.off()
+    jit.flush()
     record(name, median_ns(repeats, n / k_div, function(k)
       for _ = 1, k do handler_to_run:access(conf) end
     end))
