@@ -102,15 +102,22 @@ pub fn config_hello(data: &[u8]) {
         }
         // What the constructor accepted must behave within its rules.
         let mut kong = MockPdk::get("/");
-        let flow = plugin.access(&mut kong, &mut ()).expect("access cannot fail");
+        let flow = plugin
+            .access(&mut kong, &mut ())
+            .expect("access cannot fail");
         match (config.deny_status, flow) {
             (Some(status), Flow::Exit(exit)) => {
-                assert!((400..=599).contains(&status), "accepted deny_status {status}");
+                assert!(
+                    (400..=599).contains(&status),
+                    "accepted deny_status {status}"
+                );
                 assert_eq!(exit.status, status);
                 assert_eq!(exit.body.as_deref(), Some(config.message.as_bytes()));
             }
             (None, Flow::Continue) => {
-                let header = kong.response_header("x-hello-from-rust").expect("header set");
+                let header = kong
+                    .response_header("x-hello-from-rust")
+                    .expect("header set");
                 assert!(
                     !header.contains(&b'\r') && !header.contains(&b'\n'),
                     "a header value with CR/LF was accepted"
@@ -127,7 +134,11 @@ pub fn config_file_log(data: &[u8]) {
     for config in configs::<FileLogConfig>(data) {
         if FileLog::new(config.clone()).is_ok() {
             hit(&reached::FILE_LOG_ACCEPTED);
-            assert!(config.path.starts_with('/'), "relative path accepted: {:?}", config.path);
+            assert!(
+                config.path.starts_with('/'),
+                "relative path accepted: {:?}",
+                config.path
+            );
             assert!(!config.path.contains('\0'), "NUL accepted");
             assert!(!config.path.ends_with('/'), "directory accepted");
         }
@@ -242,8 +253,16 @@ pub fn request_file_log(data: &[u8]) {
     assert_eq!(lines.len(), 1, "exactly one line (no raw newline inside)");
     let entry: Value = serde_json::from_slice(lines[0]).expect("the line is JSON");
     assert_eq!(entry["method"].as_str(), Some(request.method.as_str()));
-    assert_eq!(decode_bytes(&entry["path"]), request.path, "path kept losslessly");
-    assert_eq!(decode_bytes(&entry["query"]), request.query, "query kept losslessly");
+    assert_eq!(
+        decode_bytes(&entry["path"]),
+        request.path,
+        "path kept losslessly"
+    );
+    assert_eq!(
+        decode_bytes(&entry["query"]),
+        request.query,
+        "query kept losslessly"
+    );
     assert_eq!(entry["status"].as_u64(), Some(u64::from(request.status)));
     hit(&reached::LINES_WRITTEN);
     if entry["path"].is_object() || entry["query"].is_object() {
@@ -281,7 +300,11 @@ pub fn request_json(data: &[u8]) {
         .filter(|doc| doc.is_object() && first_violation(doc).is_none());
     match flow {
         Flow::Continue => {
-            assert!(valid.is_some(), "an invalid body passed: {:?}", request.body);
+            assert!(
+                valid.is_some(),
+                "an invalid body passed: {:?}",
+                request.body
+            );
             assert!(kong.service_status.is_some());
             hit(&reached::JSON_PASSED);
         }

@@ -29,10 +29,28 @@ impl Rng {
     }
 }
 
-const KEYS: &[&str] = &["message", "deny_status", "path", "reopen", "x", "", "message\0"];
+const KEYS: &[&str] = &[
+    "message",
+    "deny_status",
+    "path",
+    "reopen",
+    "x",
+    "",
+    "message\0",
+];
 const STRINGS: &[&str] = &[
-    "", "hi", "/tmp/kong-rs-fuzz.log", "relative", "/", "/tmp/dir/", "a\r\nb", "\u{0}", "\u{7f}",
-    "caf\u{e9}", "\u{1F980}", "\\ud800",
+    "",
+    "hi",
+    "/tmp/kong-rs-fuzz.log",
+    "relative",
+    "/",
+    "/tmp/dir/",
+    "a\r\nb",
+    "\u{0}",
+    "\u{7f}",
+    "caf\u{e9}",
+    "\u{1F980}",
+    "\\ud800",
 ];
 
 /// A random JSON value biased toward the configs' shapes.
@@ -46,9 +64,15 @@ fn json(rng: &mut Rng, depth: usize) -> String {
                 2 => -(rng.below(1000) as i64),
                 _ => rng.below(70000) as i64,
             };
-            if rng.below(5) == 0 { format!("{n}.5") } else { n.to_string() }
+            if rng.below(5) == 0 {
+                format!("{n}.5")
+            } else {
+                n.to_string()
+            }
         }
-        2 => rng.pick(&["true", "false", "null", "1e999", "-0"]).to_string(),
+        2 => rng
+            .pick(&["true", "false", "null", "1e999", "-0"])
+            .to_string(),
         3 => format!("\"{}\"", "a".repeat(rng.below(5000))),
         4 | 5 => {
             let fields: Vec<String> = (0..rng.below(4))
@@ -93,7 +117,9 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 }
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
@@ -154,5 +180,8 @@ fn every_target_survives_its_corpus_and_generated_inputs() {
     }
     // The valid-JSON branch needs the seed document: only required when the
     // corpus run reached it (it always does with the shipped corpus).
-    assert!(unreached.is_empty(), "branches never reached: {unreached:?}");
+    assert!(
+        unreached.is_empty(),
+        "branches never reached: {unreached:?}"
+    );
 }

@@ -89,7 +89,10 @@ fn read_frame(reader: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
     reader.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too large"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too large",
+        ));
     }
     buf.clear();
     buf.resize(len, 0);
@@ -153,7 +156,10 @@ fn headers_access(conn: &mut Conn) -> Result<(), Error> {
         "kong.service.request.set_header",
         json!(["x-upstream-a", a.unwrap_or_default()]),
     )?;
-    conn.pdk("kong.service.request.set_header", json!(["x-upstream-bc", bc]))?;
+    conn.pdk(
+        "kong.service.request.set_header",
+        json!(["x-upstream-bc", bc]),
+    )?;
     conn.pdk(
         "kong.response.set_header",
         json!(["x-bench", if complete { "ok" } else { "missing" }]),
