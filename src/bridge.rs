@@ -9,7 +9,7 @@
 //! | `phases` | the phases it implements, in Kong's order |
 //! | `reads_request_body` | read the body before rewrite/access |
 //! | `schema` | the `config` record in Kong's schema DSL |
-//! | `new(conf)` | instance (a table; `id` names the plugin), or `nil, err` |
+//! | `new(conf[, fast_path])` | instance (a table; `id` names the plugin), or `nil, err`; with `fast_path` true, also its FFI handle when the plugin declares one |
 //! | `validate(conf)` | `true`, or `nil, err` (the constructor's message) |
 //! | `stats()` | `{ built = n, live = n }`: constructor calls and live instances |
 //! | `<phase>(id[, chunk, eof])` | runs one phase of instance `id`, see below |
@@ -199,7 +199,7 @@ fn factory<P: Plugin>(
     let new_registry = registry.clone();
     factory.set(
         "new",
-        lua.create_function(move |lua, conf: LuaValue| {
+        lua.create_function(move |lua, (conf, fast_path): (LuaValue, Option<bool>)| {
             new_counters.built.set(new_counters.built.get() + 1);
             match build::<P>(conf) {
                 Ok(plugin) => {
@@ -209,7 +209,9 @@ fn factory<P: Plugin>(
                         counters: new_counters.clone(),
                     });
                     let table = instance_table(lua, &new_registry, &instance)?;
-                    add_fast_path(lua, &table, &instance)?;
+                    if fast_path == Some(true) {
+                        add_fast_path(lua, &table, &instance)?;
+                    }
                     Ok((LuaValue::Table(table), None))
                 }
                 Err(message) => Ok((LuaValue::Nil, Some(message))),

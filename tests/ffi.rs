@@ -71,7 +71,7 @@ fn handle(lua: &Lua, action: &str) -> *mut KongRsInstance {
     let instance: Table = factory
         .get::<mlua::Function>("new")
         .unwrap()
-        .call(conf)
+        .call((conf, true))
         .unwrap();
     let names: Vec<String> = instance.get("fast_headers").unwrap();
     assert_eq!(names, ["X-Token"]);

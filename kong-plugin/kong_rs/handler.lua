@@ -221,14 +221,9 @@ function _M.new(native_name, plugin_name, opts)
       return instance
     end
     local err
-    instance, err = new_instance(conf)
+    instance, err = new_instance(conf, use_fast_path)
     if not instance then
       return nil, "invalid configuration: " .. tostring(err)
-    end
-    if instance.fast and not use_fast_path then
-      -- Not wrapped: free the handle now; the mlua path serves every phase.
-      kong_rs_ffi.load(native_name).kong_rs_ffi_instance_free(ffi_cast(INSTANCE_T, instance.fast))
-      instance.fast = nil
     end
     if instance.fast then
       -- Lua owns the FFI handle: freed by the GC with the instance.

@@ -116,7 +116,8 @@ describe("rs-hello: (FFI fast path)", function()
   it("runs access through the FFI handle, owned by the GC", function()
     stub.install()
     local factory = require("kong_rs_plugins").plugins["rs-hello"]
-    local instance = factory.new({ message = "x" })
+    assert.is_nil(factory.new({ message = "x" }).fast, "no handle unless asked for")
+    local instance = factory.new({ message = "x" }, true)
     assert.equal("userdata", type(instance.fast), "raw handle before the glue wraps it")
     assert.same({}, instance.fast_headers)
     require("kong_rs_ffi").load("kong_rs_plugins").kong_rs_ffi_instance_free(

@@ -45,7 +45,7 @@ function InWorkerBench:access(conf)
 
   -- Dispatch: Lua -> Rust -> Lua, empty handler.
   local empty_factory = native.plugins["rs-bench-empty"]
-  local empty = empty_factory.new({})
+  local empty = empty_factory.new({}, true)
   local empty_access, empty_id = empty_factory.access, empty.id
   record("dispatch: factory.access(id) of an empty Rust phase",
          median_ns(repeats, n, function(k) for _ = 1, k do empty_access(empty_id) end end))
@@ -92,7 +92,7 @@ function InWorkerBench:access(conf)
              get_header_bench("x-bench-a"); get_header_bench("x-bench-b"); get_header_bench("x-bench-c")
            end
          end))
-  local headers_fast = ffi.gc(ffi.cast(kong_rs_ffi.instance_type, headers_factory.new({}).fast),
+  local headers_fast = ffi.gc(ffi.cast(kong_rs_ffi.instance_type, headers_factory.new({}, true).fast),
                               lib.kong_rs_ffi_instance_free)
   local a, b, c = "hello", "b", "c"
   local last_actions
