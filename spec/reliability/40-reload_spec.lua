@@ -1,7 +1,7 @@
 -- Reload and restart (issue 4): `nginx -s reload` (HUP to the master) three
--- times under wrk load loses no request (no socket error, no non-2xx, every
--- response carries the plugin's header); the configuration survives a full
--- restart of the gateway.
+-- times under load loses no request (none unanswered, no non-2xx, every
+-- response carries the plugin's header, one log line per answer); the
+-- configuration survives a full restart of the gateway.
 local h = require "spec.support.helpers"
 local S = require "spec.reliability.support"
 
@@ -22,36 +22,45 @@ describe("reliability: reload under load, restart", function()
     h.stop()
   end)
 
-  it("three HUPs under wrk load: no request lost, every response had the plugin's header", function()
+  it("three HUPs under load: no request lost, every response had the plugin's header", function()
     local before = h.worker_pids()
-    local wait = S.wrk_background("http://127.0.0.1:" .. S.port("PROXY_PORT") .. "/r", 6, 16,
-                                  { EXPECT_HEADER = "X-Hello-From-Rust", EXPECT_VALUES = "reload" })
+    -- An exiting nginx worker closes its idle keepalive connections: a
+    -- request written on one at that moment never reaches nginx. wrk counts
+    -- it as an error; real clients resend it on a new connection (RFC 9112
+    -- 9.3.1), and so does this client (once, only on a reused connection
+    -- with nothing of an answer received). Anything else is a lost request.
+    local connections, reloads = 16, 3
+    local wait = S.retrying_client_background("http://127.0.0.1:" .. S.port("PROXY_PORT") .. "/r",
+                                              6, connections, "X-Hello-From-Rust", "reload")
     local master = S.master_pid()
-    for _ = 1, 3 do
+    for _ = 1, reloads do
       h.sleep(1.2)
       assert(os.execute("kill -HUP " .. master) == 0 or true)
     end
     local r, text = wait()
     assert.is_number(r.requests, text)
     assert.is_true(r.requests > 1000, text)
-    -- nginx's exiting workers close their idle keepalive connections: a
-    -- request the client had just written on one is reset (one read error
-    -- per connection per reload at most; clients retry, RFC 9112 9.3.1).
-    -- Kong on nginx does the same. Anything more would be a lost request.
-    assert.is_true(r.socket_errors <= 16 * 3, text)
+    assert.equal(0, r.lost, text)
     assert.equal(0, r.non2xx, text)
     assert.equal(0, r.unexpected, text)
-    assert.equal(r.requests, r.checked, text)
+    -- at most one close per connection per reload
+    assert.is_true(r.retried <= connections * reloads, text)
     -- the reloads did happen: the workers are new
     h.wait_until(function()
       local now = h.worker_pids()
       return #now == #before and now[1] ~= before[1] and now[2] ~= before[2]
     end, 10)
-    assert.equal(3, select(2, h.error_log():gsub("signal 1 %(SIGHUP%) received", "")))
-    -- one file-log line per request, across the reloads
+    assert.equal(reloads, select(2, h.error_log():gsub("signal 1 %(SIGHUP%) received", "")))
+    -- exactly one file-log line per answered request: every request nginx
+    -- read was answered, and none of the resent ones had reached it before
+    local lines
     h.wait_until(function()
-      return #S.read_lines(h.prefix_path() .. "/reload.log") >= r.requests
+      lines = #S.read_lines(h.prefix_path() .. "/reload.log")
+      return lines >= r.requests
     end, 10)
+    h.sleep(0.5)
+    lines = #S.read_lines(h.prefix_path() .. "/reload.log")
+    assert.equal(r.requests, lines, text)
     assert.falsy(h.error_log():find("exited on signal", 1, true))
   end)
 

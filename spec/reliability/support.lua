@@ -93,41 +93,31 @@ function S.log_has_death(log)
   return log:find("exited on signal", 1, true) or log:find("[alert]", 1, true)
 end
 
---- Parses wrk's output (with reliability/wrk/expect_header.lua).
-function S.parse_wrk(out)
-  local r = {
-    requests = tonumber(out:match("(%d+) requests in")),
-    non2xx = tonumber(out:match("Non%-2xx or 3xx responses: (%d+)")) or 0,
-    unexpected = tonumber(out:match("unexpected: (%d+)")),
-    checked = tonumber(out:match("checked: (%d+)")),
-    first_unexpected = out:match("first_unexpected: ([^\n]*)"),
-    rps = tonumber(out:match("Requests/sec:%s*([%d%.]+)")),
-  }
-  local c, rd, w, t = out:match("Socket errors: connect (%d+), read (%d+), write (%d+), timeout (%d+)")
-  r.socket_errors = (tonumber(c) or 0) + (tonumber(rd) or 0) + (tonumber(w) or 0) + (tonumber(t) or 0)
-  return r
-end
-
---- Starts wrk in the background; returns a function that waits for it and
---- returns its parsed output (and the raw text).
-function S.wrk_background(url, seconds, connections, env)
+-- Starts reliability/retrying_client.py in the background (a keepalive
+-- client that resends a request once when a reused connection was closed
+-- before any answer, as HTTP clients do); returns a function that waits for
+-- it and returns its counts (a table) and its raw output.
+function S.retrying_client_background(url, seconds, connections, expect_header, expect_value)
   local out = os.tmpname()
-  local envs = ""
-  for k, v in pairs(env or {}) do envs = envs .. k .. "='" .. v .. "' " end
-  os.execute(envs .. "wrk -t2 -c" .. (connections or 16) .. " -d" .. seconds .. "s -s '" .. S.ROOT ..
-             "/reliability/wrk/expect_header.lua' '" .. url .. "' > " .. out .. " 2>&1 & echo $! > " .. out .. ".pid")
+  local cmd = ("python3 '%s/reliability/retrying_client.py' --url '%s' --seconds %d --connections %d")
+    :format(S.ROOT, url, seconds, connections)
+  if expect_header then
+    cmd = cmd .. (" --expect-header '%s' --expect-value '%s'"):format(expect_header, expect_value)
+  end
+  os.execute(cmd .. " > " .. out .. " 2>&1 & echo $! > " .. out .. ".pid")
   return function()
     local pid = io.open(out .. ".pid"):read("*l")
     h.wait_until(function()
       local r = os.execute("kill -0 " .. pid .. " 2>/dev/null")
       return not (r == 0 or r == true)
-    end, seconds + 30, 0.2)
+    end, seconds + 40, 0.2)
     local f = io.open(out)
     local text = f:read("*a")
     f:close()
     os.remove(out)
     os.remove(out .. ".pid")
-    return S.parse_wrk(text), text
+    local ok, counts = pcall(require("cjson.safe").decode, text)
+    return ok and type(counts) == "table" and counts or {}, text
   end
 end
 
