@@ -81,7 +81,9 @@ impl<'lua> ModuleBuilder<'lua> {
     }
 
     /// The module table: `plugins` (name → factory), `dump()` (every plugin's
-    /// description as JSON), `reset_pdk_cache()` (for test harnesses that
+    /// description as JSON), `direct_reads(on)` (switches the direct nginx reads of
+    /// this worker on or off, returns whether they exist here; for
+    /// benchmarks), `reset_pdk_cache()` (for test harnesses that
     /// install a new `kong` global) and `version`.
     ///
     /// # Errors
@@ -95,6 +97,12 @@ impl<'lua> ModuleBuilder<'lua> {
         module.set(
             "dump",
             self.lua.create_function(move |_, ()| Ok(dump.clone()))?,
+        )?;
+        module.set(
+            "direct_reads",
+            self.lua.create_function(|_, enabled: bool| {
+                Ok(crate::pdk::lua::set_direct_reads(enabled))
+            })?,
         )?;
         let cache = self.cache;
         module.set(
@@ -429,6 +437,9 @@ fn dispatch<P: Plugin>(
 ) -> mlua::Result<MultiValue> {
     let mut pdk = LuaPdk::new(lua, cache);
     pdk.set_request_body(body);
+    if phase == Phase::Certificate {
+        pdk.forbid_direct_reads();
+    }
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         run_phase::<P>(plugin, phase, &mut pdk, chunk, eof)
     }))

@@ -5,6 +5,7 @@
 //! table walks. Byte strings cross as Lua strings, both ways, unchanged.
 
 use super::actions::{self, Actions, Op};
+use super::ngx::NgxRequest;
 use super::{
     Client, Ctx, Entity, Headers, Log, LogLevel, Nginx, QueryValue, Request, Response, Router,
     ServiceRequest, ServiceResponse, Value,
@@ -158,6 +159,22 @@ pub struct LuaPdk<'lua> {
     plugin: Option<Table>,
     // The request body the Lua side already read, if it handed it over.
     body: Option<mlua::LuaString>,
+    // The nginx request for direct reads (super::ngx), found on first use;
+    // `None` inside when unavailable or not allowed in this phase.
+    ngx: OnceCell<Option<NgxRequest>>,
+}
+
+thread_local! {
+    // Direct reads on/off for this worker (on by default); the in-worker
+    // benchmark switches them off to measure the Lua path side by side.
+    static DIRECT_READS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Switches the direct reads of [`super::ngx`] on or off for this thread
+/// (worker); returns whether they are available here at all.
+pub(crate) fn set_direct_reads(enabled: bool) -> bool {
+    DIRECT_READS.with(|cell| cell.set(enabled));
+    super::ngx::available()
 }
 
 impl<'lua> LuaPdk<'lua> {
@@ -169,7 +186,25 @@ impl<'lua> LuaPdk<'lua> {
             shared: None,
             plugin: None,
             body: None,
+            ngx: OnceCell::new(),
         }
+    }
+
+    /// Turns direct reads off for this phase: the certificate phase runs on
+    /// a fake request where Kong refuses request reads, so they go through
+    /// `kong.*` and its phase checks.
+    pub(crate) fn forbid_direct_reads(&mut self) {
+        self.ngx = OnceCell::from(None);
+    }
+
+    /// The nginx request for direct reads, if available and allowed.
+    fn ngx_request(&self) -> Option<NgxRequest> {
+        *self.ngx.get_or_init(|| {
+            DIRECT_READS
+                .with(std::cell::Cell::get)
+                .then(|| NgxRequest::current(self.lua))
+                .flatten()
+        })
     }
 
     /// Hands over the request body the Lua side read (READS_REQUEST_BODY),
@@ -427,6 +462,11 @@ impl Log for LuaPdk<'_> {
 impl Request for LuaPdk<'_> {
     fn get_header(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
         self.flush()?;
+        if let Some(request) = self.ngx_request() {
+            if let Some(value) = request.header(name)? {
+                return Ok(value);
+            }
+        }
         Ok(self
             .call::<Option<BString>>(F::ReqGetHeader, name)?
             .map(Into::into))

@@ -11,8 +11,6 @@ local type = type
 local tonumber = tonumber
 local find = string.find
 local sub = string.sub
-local gsub = string.gsub
-local lower = string.lower
 local error = error
 
 local MIN_HEADERS, MAX_HEADERS = 1, 1000
@@ -77,12 +75,17 @@ function _M.get_query(max_args)
   return req.get_uri_args(max_args or 100)
 end
 
+-- As Kong's (kong/pdk/request.lua -> kong/tools/http.lua get_header, with
+-- kong/tools/string.lua replace_dashes): nginx lowercases variable names
+-- itself, and resty.core's str_replace_char is Kong's fast dash replacement.
+local replace_char = require("resty.core.utils").str_replace_char
+
 function _M.get_header(name)
   check(REQUEST)
   if type(name) ~= "string" then
     error("header name must be a string", 2)
   end
-  return var["http_" .. gsub(lower(name), "-", "_")]
+  return var["http_" .. replace_char(name, "-", "_")]
 end
 
 function _M.get_headers(max_headers)

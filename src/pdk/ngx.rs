@@ -1,0 +1,186 @@
+//! Reads straight from lua-nginx-module's exported C functions, skipping
+//! the Lua round trip of a `kong.*` call where the result is the same.
+//!
+//! Inside nginx, lua-nginx-module exports `ngx_http_lua_get_request` (its
+//! public C API, `ngx_http_lua_api.h`) and the `ngx_http_lua_ffi_*` functions
+//! that lua-resty-core calls through LuaJIT FFI; nginx loads dynamic modules
+//! with `RTLD_GLOBAL` and OpenResty's binary exports them, so `dlsym` finds
+//! them in either. Outside nginx (`cargo test`, busted with a stubbed
+//! `kong`) they are absent and every read goes through Lua as before.
+//!
+//! Only reads whose Kong implementation is exactly one nginx variable lookup
+//! use this: `kong.request.get_header(name)` is
+//! `ngx.var["http_" .. name:gsub("-", "_")]` in Kong (`kong/pdk/request.lua`
+//! through `kong/tools/http.lua`), and nginx lowercases the variable name.
+
+use crate::error::{Error, Result};
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::sync::OnceLock;
+
+type GetRequest = unsafe extern "C" fn(*mut mlua::lua_State) -> *mut c_void;
+type VarGet = unsafe extern "C" fn(
+    r: *mut c_void,
+    name: *const u8,
+    name_len: usize,
+    lowcase_buf: *mut u8,
+    capture_id: c_int,
+    value: *mut *const u8,
+    value_len: *mut usize,
+    err: *mut *const c_char,
+) -> c_int;
+
+// lua-nginx-module's return codes (ngx_core.h / ngx_http_lua_common.h).
+const NGX_OK: c_int = 0;
+const NGX_DECLINED: c_int = -5;
+
+/// The longest variable name read directly; longer header names take the
+/// Lua path (they work, just slower).
+const MAX_NAME: usize = 256;
+
+struct Api {
+    get_request: GetRequest,
+    var_get: VarGet,
+}
+
+/// The C functions, resolved once per process; `None` outside nginx.
+fn api() -> Option<&'static Api> {
+    static API: OnceLock<Option<Api>> = OnceLock::new();
+    API.get_or_init(|| {
+        // SAFETY: dlsym with RTLD_DEFAULT only looks symbols up; a found
+        // symbol has the C signature lua-nginx-module declares for it.
+        unsafe {
+            let get_request = libc::dlsym(libc::RTLD_DEFAULT, c"ngx_http_lua_get_request".as_ptr());
+            let var_get = libc::dlsym(libc::RTLD_DEFAULT, c"ngx_http_lua_ffi_var_get".as_ptr());
+            if get_request.is_null() || var_get.is_null() {
+                return None;
+            }
+            Some(Api {
+                get_request: std::mem::transmute::<*mut c_void, GetRequest>(get_request),
+                var_get: std::mem::transmute::<*mut c_void, VarGet>(var_get),
+            })
+        }
+    })
+    .as_ref()
+}
+
+/// Whether the direct reads are available in this process (inside nginx
+/// with lua-nginx-module).
+pub(crate) fn available() -> bool {
+    api().is_some()
+}
+
+/// Writes nginx's variable name for request header `name` into `out`
+/// (`http_` + the name with `-` as `_`; nginx lowercases it) and returns its
+/// length, or `None` when it does not fit.
+fn header_variable(name: &str, out: &mut [u8; MAX_NAME]) -> Option<usize> {
+    const PREFIX: &[u8] = b"http_";
+    let len = PREFIX.len() + name.len();
+    if len > MAX_NAME {
+        return None;
+    }
+    out[..PREFIX.len()].copy_from_slice(PREFIX);
+    for (slot, &byte) in out[PREFIX.len()..len].iter_mut().zip(name.as_bytes()) {
+        *slot = if byte == b'-' { b'_' } else { byte };
+    }
+    Some(len)
+}
+
+/// The nginx request a phase runs for, found from the Lua thread running it.
+#[derive(Clone, Copy)]
+pub(crate) struct NgxRequest {
+    api: &'static Api,
+    r: *mut c_void,
+}
+
+impl NgxRequest {
+    /// The request of the Lua thread `lua` is running on; `None` outside
+    /// nginx or outside a request (timers, init).
+    pub(crate) fn current(lua: &mlua::Lua) -> Option<NgxRequest> {
+        let api = api()?;
+        let state = lua.exec_raw_lua(|raw| raw.state());
+        // SAFETY: `state` is the live Lua thread that called into Rust;
+        // lua-nginx-module reads the request it stored for that thread.
+        let r = unsafe { (api.get_request)(state) };
+        (!r.is_null()).then_some(NgxRequest { api, r })
+    }
+
+    /// `kong.request.get_header(name)`: the first value of request header
+    /// `name` (any case, `-` or `_`), `None` when absent. `Ok(None)` is also
+    /// returned for names longer than 256 bytes: the caller falls back.
+    ///
+    /// # Errors
+    /// When nginx refuses the lookup (the request is a fake one, e.g. in
+    /// the certificate phase).
+    pub(crate) fn header(&self, name: &str) -> Result<Option<Option<Vec<u8>>>> {
+        let mut var = [0u8; MAX_NAME];
+        match header_variable(name, &mut var) {
+            Some(len) => self.var(&var[..len]).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn var(&self, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut lowcase = [0u8; MAX_NAME];
+        let mut value: *const u8 = std::ptr::null();
+        let mut value_len: usize = 0;
+        let mut err: *const c_char = std::ptr::null();
+        // SAFETY: `r` is the current request (found for the running Lua
+        // thread during this phase); `name` and `lowcase` hold `name.len()`
+        // ≤ MAX_NAME bytes; the out-pointers are valid for the call.
+        let rc = unsafe {
+            (self.api.var_get)(
+                self.r,
+                name.as_ptr(),
+                name.len(),
+                lowcase.as_mut_ptr(),
+                0,
+                &mut value,
+                &mut value_len,
+                &mut err,
+            )
+        };
+        match rc {
+            NGX_OK if value.is_null() => Ok(Some(Vec::new())),
+            // SAFETY: nginx returned `value_len` bytes at `value`, alive in
+            // the request's pool; copied out at once.
+            NGX_OK => Ok(Some(
+                unsafe { std::slice::from_raw_parts(value, value_len) }.to_vec(),
+            )),
+            NGX_DECLINED => Ok(None),
+            _ => {
+                let message = if err.is_null() {
+                    format!("nginx variable lookup failed ({rc})")
+                } else {
+                    // SAFETY: lua-nginx-module's error strings are static C strings.
+                    unsafe { CStr::from_ptr(err) }
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                Err(Error::msg(message))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_variable_names() {
+        let mut out = [0u8; MAX_NAME];
+        let len = header_variable("X-Bench-A", &mut out).unwrap();
+        assert_eq!(&out[..len], b"http_X_Bench_A");
+        let longest = "a".repeat(MAX_NAME - 5);
+        assert_eq!(header_variable(&longest, &mut out), Some(MAX_NAME));
+        assert_eq!(header_variable(&format!("{longest}b"), &mut out), None);
+    }
+
+    #[test]
+    fn no_direct_reads_outside_nginx() {
+        // cargo test links LuaJIT but not lua-nginx-module: reads fall back
+        // to kong.* (the bridge tests exercise that path).
+        assert!(!available());
+        assert!(NgxRequest::current(&mlua::Lua::new()).is_none());
+    }
+}
