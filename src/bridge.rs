@@ -81,7 +81,7 @@ impl<'lua> ModuleBuilder<'lua> {
     }
 
     /// The module table: `plugins` (name → factory), `dump()` (every plugin's
-    /// description as JSON), `direct_reads(on)` (switches the direct nginx reads of
+    /// description as JSON), `direct_calls(on)` (switches the direct nginx calls of
     /// this worker on or off, returns whether they exist here; for
     /// benchmarks), `reset_pdk_cache()` (for test harnesses that
     /// install a new `kong` global) and `version`.
@@ -99,9 +99,9 @@ impl<'lua> ModuleBuilder<'lua> {
             self.lua.create_function(move |_, ()| Ok(dump.clone()))?,
         )?;
         module.set(
-            "direct_reads",
+            "direct_calls",
             self.lua.create_function(|_, enabled: bool| {
-                Ok(crate::pdk::lua::set_direct_reads(enabled))
+                Ok(crate::pdk::lua::set_direct_calls(enabled))
             })?,
         )?;
         let cache = self.cache;
@@ -157,9 +157,41 @@ struct StateBox<S>(S);
 
 impl<S: 'static> UserData for StateBox<S> {}
 
-/// Deserialises `conf` and runs the constructor. A deserialisation error
-/// names the field (`config.deny_status: invalid type: …`).
-fn build<P: Plugin>(conf: LuaValue) -> Result<P, String> {
+/// How deep [`without_nulls`] copies; deeper (or cyclic) tables are left as
+/// they are for the deserialiser, which refuses cycles.
+const NULL_STRIP_DEPTH: usize = 64;
+
+/// `conf` with every record field that is `null` left out. Kong stores a
+/// field that is not set as `null` (`ngx.null`, a NULL light userdata; see
+/// `process_auto_fields` in kong/db/schema/init.lua), while serde's
+/// `#[serde(default)]` applies to missing fields only: without this, an
+/// optional `Vec` field left out in the Admin API would fail to parse.
+/// Array elements are kept as they are.
+fn without_nulls(lua: &Lua, value: LuaValue, depth: usize) -> mlua::Result<LuaValue> {
+    let LuaValue::Table(table) = value else {
+        return Ok(value);
+    };
+    if depth == 0 {
+        return Ok(LuaValue::Table(table));
+    }
+    let copy = lua.create_table()?;
+    copy.set_metatable(table.metatable())?;
+    for pair in table.pairs::<LuaValue, LuaValue>() {
+        let (key, value) = pair?;
+        let null = matches!(value, LuaValue::LightUserData(ud) if ud.0.is_null());
+        if null && matches!(key, LuaValue::String(_)) {
+            continue;
+        }
+        copy.raw_set(key, without_nulls(lua, value, depth - 1)?)?;
+    }
+    Ok(LuaValue::Table(copy))
+}
+
+/// Deserialises `conf` (null fields as missing, see [`without_nulls`]) and
+/// runs the constructor. A deserialisation error names the field
+/// (`config.deny_status: invalid type: …`).
+fn build<P: Plugin>(lua: &Lua, conf: LuaValue) -> Result<P, String> {
+    let conf = without_nulls(lua, conf, NULL_STRIP_DEPTH).map_err(|e| format!("config: {e}"))?;
     let options = mlua::serde::DeserializeOptions::new()
         .deny_unsupported_types(false)
         .deny_recursive_tables(true);
@@ -209,7 +241,7 @@ fn factory<P: Plugin>(
         "new",
         lua.create_function(move |lua, (conf, fast_path): (LuaValue, Option<bool>)| {
             new_counters.built.set(new_counters.built.get() + 1);
-            match build::<P>(conf) {
+            match build::<P>(lua, conf) {
                 Ok(plugin) => {
                     new_counters.live.set(new_counters.live.get() + 1);
                     let instance = Rc::new(Instance {
@@ -228,7 +260,7 @@ fn factory<P: Plugin>(
     )?;
     factory.set(
         "validate",
-        lua.create_function(|_, conf: LuaValue| match build::<P>(conf) {
+        lua.create_function(|lua, conf: LuaValue| match build::<P>(lua, conf) {
             Ok(_) => Ok((true, None)),
             Err(message) => Ok((false, Some(message))),
         })?,
@@ -437,9 +469,7 @@ fn dispatch<P: Plugin>(
 ) -> mlua::Result<MultiValue> {
     let mut pdk = LuaPdk::new(lua, cache);
     pdk.set_request_body(body);
-    if phase == Phase::Certificate {
-        pdk.forbid_direct_reads();
-    }
+    pdk.set_phase(phase);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         run_phase::<P>(plugin, phase, &mut pdk, chunk, eof)
     }))

@@ -101,6 +101,9 @@ fn convert(schema: &Value, path: &str) -> Result<Value> {
             field.insert("type".into(), json!("string"));
             copy_as(object, "minLength", &mut field, "len_min");
             copy_as(object, "maxLength", &mut field, "len_max");
+            // Kong refuses empty strings unless `len_min` says otherwise
+            // (kong/db/schema/init.lua); a Rust String takes "".
+            field.entry("len_min").or_insert(json!(0));
         }
         "integer" | "number" => {
             field.insert("type".into(), json!(kind));
@@ -160,7 +163,7 @@ fn convert(schema: &Value, path: &str) -> Result<Value> {
                     return Err(unsupported("a map with non-string keys"));
                 }
                 field.insert("type".into(), json!("map"));
-                field.insert("keys".into(), json!({ "type": "string" }));
+                field.insert("keys".into(), json!({ "type": "string", "len_min": 0 }));
                 field.insert("values".into(), convert(&values, &format!("{path}.*"))?);
                 copy_as(object, "minProperties", &mut field, "len_min");
                 copy_as(object, "maxProperties", &mut field, "len_max");
@@ -359,13 +362,13 @@ mod tests {
         assert_eq!(field(&record, "tags")["type"], "array");
         assert_eq!(
             field(&record, "tags")["elements"],
-            json!({"type": "string"})
+            json!({"type": "string", "len_min": 0})
         );
         assert_eq!(field(&record, "methods")["type"], "set");
         assert_eq!(
             field(&record, "headers"),
-            &json!({"type": "map", "keys": {"type": "string"},
-                    "values": {"type": "string"}, "required": true})
+            &json!({"type": "map", "keys": {"type": "string", "len_min": 0},
+                    "values": {"type": "string", "len_min": 0}, "required": true})
         );
         let limits = field(&record, "limits");
         assert_eq!(limits["type"], "record");

@@ -10,6 +10,10 @@ use serde::Deserialize;
 struct CounterConfig {
     /// What to do in access: "continue", "exit", "err", "panic" or "lua_error".
     action: String,
+    /// Unused; optional, to test how Kong's `null` for "not set" is read.
+    #[serde(default)]
+    #[allow(dead_code)]
+    labels: Vec<String>,
 }
 
 /// Counts the phases of a request in its state and reports it in log.
@@ -246,6 +250,32 @@ fn invalid_configs_are_refused_with_the_field_named() {
     let (ok, err): (bool, String) = validate.call(conf).unwrap();
     assert!(!ok);
     assert!(err.starts_with("config.action: invalid type"), "{err}");
+}
+
+#[test]
+fn null_fields_read_as_not_set() {
+    // Kong stores a field that is not set as null (ngx.null, a NULL light
+    // userdata): an optional field then takes its default, and a required
+    // one is reported missing.
+    let lua = Lua::new();
+    let factory = factory(&lua);
+    let validate: mlua::Function = factory.get("validate").unwrap();
+    let conf = lua.create_table().unwrap();
+    conf.set("action", "continue").unwrap();
+    conf.set("labels", mlua::Value::NULL).unwrap();
+    let (ok, err): (bool, Option<String>) = validate.call(&conf).unwrap();
+    assert!(ok, "{err:?}");
+    conf.set("action", mlua::Value::NULL).unwrap();
+    let (ok, err): (bool, String) = validate.call(&conf).unwrap();
+    assert!(!ok);
+    assert!(err.contains("missing field `action`"), "{err}");
+    // an array keeps its null elements (and `labels` refuses them)
+    let labels = lua.create_sequence_from([mlua::Value::NULL]).unwrap();
+    conf.set("action", "continue").unwrap();
+    conf.set("labels", labels).unwrap();
+    let (ok, err): (bool, String) = validate.call(&conf).unwrap();
+    assert!(!ok);
+    assert!(err.starts_with("config.labels"), "{err}");
 }
 
 #[test]

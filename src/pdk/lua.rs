@@ -11,6 +11,7 @@ use super::{
     ServiceRequest, ServiceResponse, Value,
 };
 use crate::error::{Error, Result};
+use crate::plugin::Phase;
 use bstr::{BStr, BString};
 use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Value as LuaValue};
 use std::cell::{OnceCell, RefCell};
@@ -159,22 +160,51 @@ pub struct LuaPdk<'lua> {
     plugin: Option<Table>,
     // The request body the Lua side already read, if it handed it over.
     body: Option<mlua::LuaString>,
-    // The nginx request for direct reads (super::ngx), found on first use;
-    // `None` inside when unavailable or not allowed in this phase.
+    // The phase this PDK serves: it decides which direct calls (super::ngx)
+    // Kong would allow; `None` allows none.
+    phase: Option<Phase>,
+    // The nginx request for direct calls, found on first use; `None` inside
+    // when unavailable.
     ngx: OnceCell<Option<NgxRequest>>,
 }
 
 thread_local! {
-    // Direct reads on/off for this worker (on by default); the in-worker
+    // Direct calls on/off for this worker (on by default); the in-worker
     // benchmark switches them off to measure the Lua path side by side.
-    static DIRECT_READS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    static DIRECT_CALLS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
-/// Switches the direct reads of [`super::ngx`] on or off for this thread
+/// Switches the direct calls of [`super::ngx`] on or off for this thread
 /// (worker); returns whether they are available here at all.
-pub(crate) fn set_direct_reads(enabled: bool) -> bool {
-    DIRECT_READS.with(|cell| cell.set(enabled));
+pub(crate) fn set_direct_calls(enabled: bool) -> bool {
+    DIRECT_CALLS.with(|cell| cell.set(enabled));
     super::ngx::available()
+}
+
+/// Which `kong.*` call a direct call stands for: each is allowed in the
+/// phases Kong allows it in (kong/pdk/private/phases.lua); elsewhere the
+/// call goes through `kong.*`, whose phase check raises the error.
+#[derive(Clone, Copy)]
+enum Direct {
+    /// `kong.request.get_header`: every request phase.
+    RequestRead,
+    /// `kong.service.request.set_header`: rewrite, access (and balancer).
+    ServiceRequestWrite,
+    /// `kong.response.set_header`: rewrite, access, header_filter, response.
+    ResponseWrite,
+}
+
+impl Direct {
+    fn allowed_in(self, phase: Phase) -> bool {
+        match self {
+            Direct::RequestRead => phase != Phase::Certificate,
+            Direct::ServiceRequestWrite => matches!(phase, Phase::Rewrite | Phase::Access),
+            Direct::ResponseWrite => matches!(
+                phase,
+                Phase::Rewrite | Phase::Access | Phase::HeaderFilter | Phase::Response
+            ),
+        }
+    }
 }
 
 impl<'lua> LuaPdk<'lua> {
@@ -186,21 +216,25 @@ impl<'lua> LuaPdk<'lua> {
             shared: None,
             plugin: None,
             body: None,
+            phase: None,
             ngx: OnceCell::new(),
         }
     }
 
-    /// Turns direct reads off for this phase: the certificate phase runs on
-    /// a fake request where Kong refuses request reads, so they go through
-    /// `kong.*` and its phase checks.
-    pub(crate) fn forbid_direct_reads(&mut self) {
-        self.ngx = OnceCell::from(None);
+    /// Sets the phase this PDK serves, which allows the direct calls Kong
+    /// allows in it.
+    pub(crate) fn set_phase(&mut self, phase: Phase) {
+        self.phase = Some(phase);
     }
 
-    /// The nginx request for direct reads, if available and allowed.
-    fn ngx_request(&self) -> Option<NgxRequest> {
+    /// The nginx request for direct call `call`, if available and allowed
+    /// in this phase.
+    fn direct(&self, call: Direct) -> Option<NgxRequest> {
+        if !self.phase.is_some_and(|phase| call.allowed_in(phase)) {
+            return None;
+        }
         *self.ngx.get_or_init(|| {
-            DIRECT_READS
+            DIRECT_CALLS
                 .with(std::cell::Cell::get)
                 .then(|| NgxRequest::current(self.lua))
                 .flatten()
@@ -462,7 +496,7 @@ impl Log for LuaPdk<'_> {
 impl Request for LuaPdk<'_> {
     fn get_header(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
         self.flush()?;
-        if let Some(request) = self.ngx_request() {
+        if let Some(request) = self.direct(Direct::RequestRead) {
             if let Some(value) = request.header(name)? {
                 return Ok(value);
             }
@@ -565,6 +599,14 @@ impl Response for LuaPdk<'_> {
         self.defer(Op::RespSetStatus, b"", status.to_string().as_bytes())
     }
     fn set_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        // Kong ignores Transfer-Encoding with a warning: kong.response does it.
+        let plain = !name.eq_ignore_ascii_case("transfer-encoding")
+            && !name.eq_ignore_ascii_case("transfer_encoding");
+        if let Some(request) = self.direct(Direct::ResponseWrite).filter(|_| plain) {
+            // Writes queued earlier take effect first, in order.
+            self.flush()?;
+            return request.set_response_header(name, value);
+        }
         self.defer(Op::RespSetHeader, name.as_bytes(), value)
     }
     fn add_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
@@ -577,6 +619,14 @@ impl Response for LuaPdk<'_> {
 
 impl ServiceRequest for LuaPdk<'_> {
     fn set_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        // `host` also sets the upstream host and `:authority` is gRPC's:
+        // both stay with kong.service.request.set_header.
+        let plain = !name.eq_ignore_ascii_case("host") && name != ":authority";
+        if let Some(request) = self.direct(Direct::ServiceRequestWrite).filter(|_| plain) {
+            // Writes queued earlier take effect first, in order.
+            self.flush()?;
+            return request.set_request_header(name, value);
+        }
         self.defer(Op::SreqSetHeader, name.as_bytes(), value)
     }
     fn add_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
@@ -587,7 +637,7 @@ impl ServiceRequest for LuaPdk<'_> {
     }
     fn set_headers(&mut self, headers: &[(&str, &[u8])]) -> Result<()> {
         for (name, value) in headers {
-            self.defer(Op::SreqSetHeader, name.as_bytes(), value)?;
+            ServiceRequest::set_header(self, name, value)?;
         }
         Ok(())
     }

@@ -27,16 +27,21 @@
 //!   in order by the Lua side when the phase returns, because one call from
 //!   Rust into Lua costs more than the write itself. Any read first applies
 //!   what is queued, so a plugin reads what it wrote; a write Kong refuses
-//!   fails the next read, or the phase (500). A failed phase's writes are
-//!   dropped.
+//!   fails the next read, or the phase (500). A failed phase's queued writes
+//!   are dropped.
 //! - On the FFI fast path ([`Plugin::fast_path`](crate::Plugin::fast_path)),
 //!   log lines are queued the same way.
 //!
-//! What skips Lua: inside nginx, `kong.request().get_header(name)` reads the
-//! nginx variable Kong's own `get_header` reads, straight through
-//! lua-nginx-module's exported C function (`ngx` module, ~5× cheaper than the
-//! call through Lua); elsewhere, and in the certificate phase, it calls
-//! `kong.request.get_header`.
+//! What skips Lua: inside nginx, where Kong allows the call in the current
+//! phase, `kong.request().get_header(name)`,
+//! `kong.service_request().set_header(name, value)` (except `host` and
+//! `:authority`) and `kong.response().set_header(name, value)` (except
+//! `Transfer-Encoding`) go straight through the lua-nginx-module C function
+//! Kong's own implementation ends in (`ngx` module); a direct write first
+//! applies what is queued, so effects keep their order, and takes effect at
+//! once (a later failure of the phase does not undo it, as for a Lua
+//! plugin). Elsewhere (outside nginx, other phases, those names) they are
+//! `kong.*` calls as above.
 
 pub(crate) mod actions;
 pub(crate) mod fast;

@@ -1,5 +1,6 @@
-//! Reads straight from lua-nginx-module's exported C functions, skipping
-//! the Lua round trip of a `kong.*` call where the result is the same.
+//! Reads and header writes straight through lua-nginx-module's exported C
+//! functions, skipping the Lua round trip of a `kong.*` call where the
+//! effect is the same.
 //!
 //! Inside nginx, lua-nginx-module exports `ngx_http_lua_get_request` (its
 //! public C API, `ngx_http_lua_api.h`) and the `ngx_http_lua_ffi_*` functions
@@ -8,10 +9,20 @@
 //! them in either. Outside nginx (`cargo test`, busted with a stubbed
 //! `kong`) they are absent and every read goes through Lua as before.
 //!
-//! Only reads whose Kong implementation is exactly one nginx variable lookup
-//! use this: `kong.request.get_header(name)` is
-//! `ngx.var["http_" .. name:gsub("-", "_")]` in Kong (`kong/pdk/request.lua`
-//! through `kong/tools/http.lua`), and nginx lowercases the variable name.
+//! Only calls whose Kong implementation is exactly one of these C functions
+//! after checks we can make here use this:
+//! - `kong.request.get_header(name)` is `ngx.var["http_" .. name:gsub("-",
+//!   "_")]` (`kong/pdk/request.lua` through `kong/tools/http.lua`); nginx
+//!   lowercases the variable name;
+//! - `kong.service.request.set_header(name, value)` is
+//!   `ngx.req.set_header(name, value)` after a phase check and type checks
+//!   (`kong/pdk/service/request.lua`), except for `host` and `:authority`;
+//! - `kong.response.set_header(name, value)` is `ngx.header[name] = value`
+//!   after a phase check, a headers-sent check and type checks
+//!   (`kong/pdk/response.lua`), except for `Transfer-Encoding`.
+//!
+//! The caller ([`LuaPdk`](super::lua::LuaPdk)) keeps the phase checks and
+//! the exceptions on the `kong.*` path.
 
 use crate::error::{Error, Result};
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -29,9 +40,36 @@ type VarGet = unsafe extern "C" fn(
     err: *mut *const c_char,
 ) -> c_int;
 
-// lua-nginx-module's return codes (ngx_core.h / ngx_http_lua_common.h).
+type SetRequestHeader = unsafe extern "C" fn(
+    r: *mut c_void,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    mvals: *const c_void,
+    mvals_len: usize,
+    overwrite: c_int,
+    errmsg: *mut *const c_char,
+) -> c_int;
+type SetResponseHeader = unsafe extern "C" fn(
+    r: *mut c_void,
+    key: *const u8,
+    key_len: usize,
+    is_nil: c_int,
+    value: *const u8,
+    value_len: usize,
+    mvals: *const c_void,
+    mvals_len: usize,
+    overwrite: c_int,
+    errmsg: *mut *const c_char,
+) -> c_int;
+type HeadersSent = unsafe extern "C" fn(r: *mut c_void) -> c_int;
+
+// lua-nginx-module's return codes (ngx_core.h, resty/core/base.lua).
 const NGX_OK: c_int = 0;
 const NGX_DECLINED: c_int = -5;
+const FFI_NO_REQ_CTX: c_int = -100;
+const FFI_BAD_CONTEXT: c_int = -101;
 
 /// The longest variable name read directly; longer header names take the
 /// Lua path (they work, just slower).
@@ -40,30 +78,45 @@ const MAX_NAME: usize = 256;
 struct Api {
     get_request: GetRequest,
     var_get: VarGet,
+    set_request_header: SetRequestHeader,
+    set_response_header: SetResponseHeader,
+    headers_sent: HeadersSent,
 }
 
 /// The C functions, resolved once per process; `None` outside nginx.
 fn api() -> Option<&'static Api> {
     static API: OnceLock<Option<Api>> = OnceLock::new();
     API.get_or_init(|| {
-        // SAFETY: dlsym with RTLD_DEFAULT only looks symbols up; a found
-        // symbol has the C signature lua-nginx-module declares for it.
+        let find = |name: &CStr| {
+            // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up.
+            let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+            (!symbol.is_null()).then_some(symbol)
+        };
+        let get_request = find(c"ngx_http_lua_get_request")?;
+        let var_get = find(c"ngx_http_lua_ffi_var_get")?;
+        let set_request_header = find(c"ngx_http_lua_ffi_req_set_header")?;
+        let set_response_header = find(c"ngx_http_lua_ffi_set_resp_header")?;
+        let headers_sent = find(c"ngx_http_lua_ffi_headers_sent")?;
+        // SAFETY: each symbol has the C signature lua-nginx-module declares
+        // for it (ngx_http_lua_api.h; the cdefs of lua-resty-core).
         unsafe {
-            let get_request = libc::dlsym(libc::RTLD_DEFAULT, c"ngx_http_lua_get_request".as_ptr());
-            let var_get = libc::dlsym(libc::RTLD_DEFAULT, c"ngx_http_lua_ffi_var_get".as_ptr());
-            if get_request.is_null() || var_get.is_null() {
-                return None;
-            }
             Some(Api {
                 get_request: std::mem::transmute::<*mut c_void, GetRequest>(get_request),
                 var_get: std::mem::transmute::<*mut c_void, VarGet>(var_get),
+                set_request_header: std::mem::transmute::<*mut c_void, SetRequestHeader>(
+                    set_request_header,
+                ),
+                set_response_header: std::mem::transmute::<*mut c_void, SetResponseHeader>(
+                    set_response_header,
+                ),
+                headers_sent: std::mem::transmute::<*mut c_void, HeadersSent>(headers_sent),
             })
         }
     })
     .as_ref()
 }
 
-/// Whether the direct reads are available in this process (inside nginx
+/// Whether the direct calls are available in this process (inside nginx
 /// with lua-nginx-module).
 pub(crate) fn available() -> bool {
     api().is_some()
@@ -119,6 +172,65 @@ impl NgxRequest {
         }
     }
 
+    /// `kong.service.request.set_header(name, value)` for a name other than
+    /// `host` and `:authority`: replaces every request header `name` sent
+    /// upstream (nginx removes it when `value` is empty).
+    ///
+    /// # Errors
+    /// What nginx refuses (a fake request, no memory), with its message.
+    pub(crate) fn set_request_header(&self, name: &str, value: &[u8]) -> Result<()> {
+        let mut err: *const c_char = std::ptr::null();
+        // SAFETY: `r` is the current request; the name and value slices are
+        // valid for the call (nginx copies them into the request pool); no
+        // multi-value array.
+        let rc = unsafe {
+            (self.api.set_request_header)(
+                self.r,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+                std::ptr::null(),
+                0,
+                1,
+                &mut err,
+            )
+        };
+        write_result(rc, err)
+    }
+
+    /// `kong.response.set_header(name, value)` for a name other than
+    /// `Transfer-Encoding`: replaces response header `name`.
+    ///
+    /// # Errors
+    /// `headers have already been sent` (Kong's message), or what nginx
+    /// refuses, with its message.
+    pub(crate) fn set_response_header(&self, name: &str, value: &[u8]) -> Result<()> {
+        // SAFETY: `r` is the current request.
+        match unsafe { (self.api.headers_sent)(self.r) } {
+            1 => return Err(Error::msg("headers have already been sent")),
+            0 => {}
+            rc => return write_result(rc, std::ptr::null()),
+        }
+        let mut err: *const c_char = std::ptr::null();
+        // SAFETY: as in `set_request_header`; `is_nil` 0 with one value.
+        let rc = unsafe {
+            (self.api.set_response_header)(
+                self.r,
+                name.as_ptr(),
+                name.len(),
+                0,
+                value.as_ptr(),
+                value.len(),
+                std::ptr::null(),
+                0,
+                1,
+                &mut err,
+            )
+        };
+        write_result(rc, err)
+    }
+
     fn var(&self, name: &[u8]) -> Result<Option<Vec<u8>>> {
         let mut lowcase = [0u8; MAX_NAME];
         let mut value: *const u8 = std::ptr::null();
@@ -162,6 +274,22 @@ impl NgxRequest {
     }
 }
 
+/// A header write's return code as resty.core reads it.
+fn write_result(rc: c_int, err: *const c_char) -> Result<()> {
+    match rc {
+        NGX_OK | NGX_DECLINED => Ok(()),
+        FFI_NO_REQ_CTX => Err(Error::msg("no request ctx found")),
+        FFI_BAD_CONTEXT => Err(Error::msg("API disabled in the current context")),
+        _ if err.is_null() => Err(Error::msg(format!("nginx refused the header ({rc})"))),
+        // SAFETY: lua-nginx-module's error strings are static C strings.
+        _ => Err(Error::msg(
+            unsafe { CStr::from_ptr(err) }
+                .to_string_lossy()
+                .into_owned(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,7 +305,7 @@ mod tests {
     }
 
     #[test]
-    fn no_direct_reads_outside_nginx() {
+    fn no_direct_calls_outside_nginx() {
         // cargo test links LuaJIT but not lua-nginx-module: reads fall back
         // to kong.* (the bridge tests exercise that path).
         assert!(!available());

@@ -9,6 +9,8 @@ pub mod bench;
 mod bench_json;
 #[cfg(feature = "test-plugins")]
 mod fault;
+#[cfg(feature = "test-plugins")]
+mod header_ops;
 
 pub use file_log::{FileLog, FileLogConfig};
 pub use hello::{Hello, HelloConfig};
@@ -24,6 +26,7 @@ crate::export_plugins!(
     luaopen_kong_rs_plugins: Hello,
     FileLog,
     Fault,
+    header_ops::HeaderOps,
     bench::BenchEmpty,
     bench::BenchHeaders,
     bench::BenchJson,

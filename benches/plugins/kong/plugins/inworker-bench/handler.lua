@@ -151,11 +151,12 @@ function InWorkerBench:access(conf)
   local headers_mlua_handler = require("kong.plugins.rs-bench-headers.handler")
   interpreted("interpreted: headers workload, FFI fast path", headers_fast_handler, {}, 10)
   interpreted("interpreted: headers workload, mlua path", headers_mlua_handler, {}, 10)
-  -- Rust's header reads through kong.* instead of straight from nginx.
-  native.direct_reads(false)
-  interpreted("interpreted: headers workload, mlua path, direct reads off",
+  -- Rust's header reads and writes through kong.* instead of straight
+  -- through nginx.
+  native.direct_calls(false)
+  interpreted("interpreted: headers workload, mlua path, direct calls off",
               headers_mlua_handler, {}, 10)
-  native.direct_reads(true)
+  native.direct_calls(true)
   interpreted("interpreted: headers workload, Lua twin",
               require("kong.plugins.lua-bench-headers.handler"), {}, 10)
 
@@ -189,14 +190,15 @@ function InWorkerBench:access(conf)
       if failed == false then error(err) end
       if actions then apply_actions(actions) end
     end) / n)
-    if op == "get_header" then
-      -- the same reads through kong.request.get_header (direct reads off)
-      assert(native.direct_reads(false), "direct nginx reads unavailable in the worker")
-      record("rust: get_header via kong.* (direct reads off)", median_ns(repeats, 1, function()
-        local _, failed, err = run()
+    if op == "get_header" or op == "set_header" then
+      -- the same calls through kong.* (direct calls off)
+      assert(native.direct_calls(false), "direct nginx calls unavailable in the worker")
+      record("rust: " .. op .. " via kong.* (direct calls off)", median_ns(repeats, 1, function()
+        local actions, failed, err = run()
         if failed == false then error(err) end
+        if actions then apply_actions(actions) end
       end) / n)
-      native.direct_reads(true)
+      native.direct_calls(true)
     end
   end
 
