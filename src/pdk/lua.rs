@@ -16,6 +16,7 @@ use bstr::{BStr, BString};
 use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Value as LuaValue};
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 macro_rules! pdk_functions {
     ($($id:ident = $path:literal,)*) => {
@@ -168,16 +169,16 @@ pub struct LuaPdk<'lua> {
     ngx: OnceCell<Option<NgxRequest>>,
 }
 
-thread_local! {
-    // Direct calls on/off for this worker (on by default); the in-worker
-    // benchmark switches them off to measure the Lua path side by side.
-    static DIRECT_CALLS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
-}
+/// Direct calls on/off for this process, i.e. this worker (on by default);
+/// the in-worker benchmark switches them off to measure the Lua path side by
+/// side. An atomic, not a thread-local: TLS in a shared object costs a
+/// `__tls_get_addr` call per access.
+static DIRECT_CALLS: AtomicBool = AtomicBool::new(true);
 
-/// Switches the direct calls of [`super::ngx`] on or off for this thread
+/// Switches the direct calls of [`super::ngx`] on or off for this process
 /// (worker); returns whether they are available here at all.
 pub(crate) fn set_direct_calls(enabled: bool) -> bool {
-    DIRECT_CALLS.with(|cell| cell.set(enabled));
+    DIRECT_CALLS.store(enabled, Ordering::Relaxed);
     super::ngx::available()
 }
 
@@ -235,7 +236,7 @@ impl<'lua> LuaPdk<'lua> {
         }
         *self.ngx.get_or_init(|| {
             DIRECT_CALLS
-                .with(std::cell::Cell::get)
+                .load(Ordering::Relaxed)
                 .then(|| NgxRequest::current(self.lua))
                 .flatten()
         })
