@@ -141,6 +141,28 @@ function InWorkerBench:access(conf)
     end))
     jit.on()
   end
+  -- The pieces of the interpreted mlua handler: the bare phase call, the
+  -- same under pcall, and mlua's callback floor (a function with a trivial body).
+  local function interpreted_loop(name, k_div, body)
+    jit.off()
+    jit.flush()
+    record(name, median_ns(repeats, n / k_div, body))
+    jit.on()
+  end
+  interpreted_loop("interpreted: factory.access(id), empty Rust phase", 10, function(k)
+    for _ = 1, k do empty_access(empty_id) end
+  end)
+  interpreted_loop("interpreted: pcall(factory.access, id), empty Rust phase", 10, function(k)
+    for _ = 1, k do pcall(empty_access, empty_id) end
+  end)
+  local direct_calls = native.direct_calls
+  interpreted_loop("interpreted: mlua callback floor (native.direct_calls(true))", 10, function(k)
+    for _ = 1, k do direct_calls(true) end
+  end)
+  local lua_empty_fn = function() end
+  interpreted_loop("interpreted: empty Lua function call", 10, function(k)
+    for _ = 1, k do lua_empty_fn() end
+  end)
   interpreted("interpreted: rs-bench-empty handler:access, FFI fast path", fast_handler, {}, 10)
   interpreted("interpreted: rs-bench-empty handler:access, mlua path", mlua_handler, {}, 10)
   interpreted("interpreted: lua-bench-empty handler:access",
