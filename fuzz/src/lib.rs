@@ -16,12 +16,13 @@
 //!   run through every phase against `kong_rs::MockPdk`: rs-hello with
 //!   `deny_status` must deny, without it must set its header and proxy;
 //!   rs-file-log must write exactly one valid JSON line describing the
-//!   request losslessly; rs-bench-json must refuse anything that is not a
-//!   valid JSON object with 400 and never proxy it.
+//!   request losslessly; rs-bench-json must give the answer of parsing
+//!   into a `serde_json::Value` and checking that (pass, or 400 with the
+//!   same first violation) and never proxy a refused request.
 
 use arbitrary::{Arbitrary, Unstructured};
 use base64::Engine as _;
-use kong_rs::plugins::bench::{BenchJson, first_violation};
+use kong_rs::plugins::bench::{BenchJson, reference_violation};
 use kong_rs::plugins::{FileLog, FileLogConfig, Hello, HelloConfig};
 use kong_rs::{Flow, MockPdk, Plugin, run_request};
 use serde_json::Value;
@@ -293,15 +294,16 @@ pub fn request_json(data: &[u8]) {
     let mut kong = request.mock();
     let flow = run_request::<BenchJson>(kong_rs::plugins::bench::NoConfig {}, &mut kong)
         .expect("rs-bench-json never errs");
-    let valid = request
-        .body
-        .as_deref()
-        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-        .filter(|doc| doc.is_object() && first_violation(doc).is_none());
+    // The answer parsing into a Value gives: no body is not an object.
+    let expected = match request.body.as_deref() {
+        Some(body) => reference_violation(body),
+        None => Err("body must be a JSON object"),
+    };
     match flow {
         Flow::Continue => {
-            assert!(
-                valid.is_some(),
+            assert_eq!(
+                expected,
+                Ok(None),
                 "an invalid body passed: {:?}",
                 request.body
             );
@@ -309,11 +311,20 @@ pub fn request_json(data: &[u8]) {
             hit(&reached::JSON_PASSED);
         }
         Flow::Exit(exit) => {
-            assert!(valid.is_none(), "a valid body was refused");
             assert_eq!(exit.status, 400);
             let body: Value = serde_json::from_slice(exit.body.as_deref().unwrap_or_default())
                 .expect("the refusal is JSON");
-            assert!(body["message"].is_string());
+            // The first violation, word for word (none: a valid body was refused).
+            let message = match expected {
+                Ok(Some(message)) | Err(message) => Some(message),
+                Ok(None) => None,
+            };
+            assert_eq!(
+                body["message"].as_str(),
+                message,
+                "wrong refusal of {:?}",
+                request.body
+            );
             assert_eq!(kong.service_status, None, "refused request was proxied");
             hit(&reached::JSON_REFUSED);
         }

@@ -176,6 +176,20 @@ pub fn first_violation(doc: &Value) -> Option<&'static str> {
         .map(|(message, _)| *message)
 }
 
+/// What [`body_violation`] must answer, computed the plain way: parse into
+/// a `serde_json::Value`, then [`first_violation`]. The tests and the
+/// `request_json` fuzz target compare the two.
+///
+/// # Errors
+/// `"body must be valid JSON"` or `"body must be a JSON object"`.
+pub fn reference_violation(body: &[u8]) -> std::result::Result<Option<&'static str>, &'static str> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(doc) if doc.is_object() => Ok(first_violation(&doc)),
+        Ok(_) => Err("body must be a JSON object"),
+        Err(_) => Err("body must be valid JSON"),
+    }
+}
+
 #[crate::plugin]
 impl Plugin for BenchJson {
     type Config = NoConfig;
@@ -380,6 +394,215 @@ mod tests {
         assert_eq!(
             body_violation(plan_number),
             Ok(Some("id must be a 36-character string"))
+        );
+    }
+
+    /// Raw JSON texts (some invalid) for the checked members: the corners
+    /// where a scanner could part ways with serde_json.
+    const TRICKY_VALUES: &[&str] = &[
+        "0",
+        "-0",
+        "1",
+        "13",
+        "100",
+        "101",
+        "-1",
+        "1.0",
+        "1e2",
+        "1E+2",
+        "2.5e-3",
+        "1e400",
+        "-1e400",
+        "1e-400",
+        "1.7976931348623157e308",
+        "1.7976931348623159e308",
+        "01",
+        "-01",
+        "-",
+        "1.",
+        ".5",
+        "+1",
+        "1e",
+        "1e+",
+        "0x10",
+        "Infinity",
+        "NaN",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "18446744073709551615",
+        "18446744073709551616",
+        "true",
+        "false",
+        "null",
+        "tru",
+        "nul",
+        "\"\"",
+        "\"pro\"",
+        "\"free\"",
+        "\"enterprise\"",
+        "\"Pro\"",
+        "\"pr\\u006f\"",
+        "\"\\ud83d\\ude00\"",
+        "\"\\ud800\"",
+        "\"\\udc00\"",
+        "\"\\ud800\\u0041\"",
+        "\"\\ud800\\n\"",
+        "\"\\ud800\"",
+        "\"a\\x\"",
+        "\"\\u12\"",
+        "\"\\u12G4\"",
+        "\"tab\there\"",
+        "\"ctl\u{1}\"",
+        "\"del\u{7f}\"",
+        "\"caf\u{e9}\"",
+        "\"\u{1F980}\"",
+        "\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"",
+        "\"unterminated",
+        "[]",
+        "[1]",
+        "[1,]",
+        "[,1]",
+        "[1 2]",
+        "[[[]]]",
+        "{}",
+        "{\"a\":1}",
+        "{\"a\":1,}",
+        "{\"a\" 1}",
+        "{1:2}",
+        "{\"a\":}",
+        " \t\r\n1",
+        "\u{c}1",
+        "[\"a\",\"b\"]",
+    ];
+
+    /// 36 characters written in several ways, and near misses.
+    fn tricky_ids() -> Vec<String> {
+        vec![
+            format!("\"{}\"", "a".repeat(36)),
+            format!("\"{}\"", "a".repeat(35)),
+            format!("\"{}\"", "\\u0041".repeat(36)),
+            format!("\"{}\"", "\u{e9}".repeat(36)),
+            format!("\"{}\"", "\\ud83d\\ude00".repeat(36)),
+            format!("\"{}\"", "\u{1F980}".repeat(36)),
+            format!("\"{}\\n\"", "a".repeat(35)),
+            format!("\"{}\"", "n".repeat(1025)),
+            format!("\"{}\"", "n".repeat(1024)),
+        ]
+    }
+
+    /// xorshift64*: deterministic cases without a dependency.
+    fn next(state: &mut u64) -> usize {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 16) as usize
+    }
+
+    #[test]
+    fn the_scanner_agrees_with_serde_json_on_generated_documents() {
+        let ids = tricky_ids();
+        let mut pool: Vec<&str> = TRICKY_VALUES.to_vec();
+        pool.extend(ids.iter().map(String::as_str));
+        let nested: Vec<String> = (125..=129)
+            .map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n)))
+            .collect();
+        pool.extend(nested.iter().map(String::as_str));
+        let valid: Value = serde_json::from_str(VALID).unwrap();
+        let members: Vec<(String, String)> = valid
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (format!("{k:?}"), v.to_string()))
+            .collect();
+        let user_keys = [
+            "\"name\"",
+            "\"email\"",
+            "\"age\"",
+            "\"n\\u0061me\"",
+            "\"x\"",
+        ];
+        let keys = [
+            "\"id\"",
+            "\"\\u0069d\"",
+            "\"plan\"",
+            "\"quantity\"",
+            "\"tags\"",
+            "\"notes\"",
+            "\"active\"",
+            "\"items\"",
+            "\"user\"",
+            "\"other\"",
+            "\"id\\u0000\"",
+        ];
+        let spaces = ["", " ", "\n\t", "\r\n  "];
+        let mut state = 0x6a73_6f6e_u64;
+        let mut disagreements = Vec::new();
+        let cases = 20_000;
+        for case in 0..cases {
+            let mut parts = Vec::new();
+            for (key, value) in &members {
+                match next(&mut state) % 10 {
+                    0 => {} // member left out
+                    1 => parts.push(format!("{key}:{}", pool[next(&mut state) % pool.len()])),
+                    2 if key == "\"user\"" => {
+                        let fields: Vec<String> = (0..next(&mut state) % 5)
+                            .map(|_| {
+                                let k = user_keys[next(&mut state) % user_keys.len()];
+                                format!("{k}:{}", pool[next(&mut state) % pool.len()])
+                            })
+                            .collect();
+                        parts.push(format!("{key}:{{{}}}", fields.join(",")));
+                    }
+                    3 => {
+                        let k = keys[next(&mut state) % keys.len()];
+                        parts.push(format!("{k}:{}", pool[next(&mut state) % pool.len()]));
+                        parts.push(format!("{key}:{value}"));
+                    }
+                    _ => parts.push(format!("{key}:{value}")),
+                }
+            }
+            let sp = spaces[next(&mut state) % spaces.len()];
+            let mut body = format!("{sp}{{{sp}{}{sp}}}{sp}", parts.join(&format!("{sp},{sp}")));
+            if case % 7 == 0 {
+                // A byte-level change anywhere: mostly invalid documents.
+                let at = next(&mut state) % body.len();
+                let piece = pool[next(&mut state) % pool.len()];
+                if body.is_char_boundary(at) {
+                    body.insert_str(at, piece);
+                }
+            }
+            let expected = reference_violation(body.as_bytes());
+            let got = body_violation(body.as_bytes());
+            if got != expected {
+                disagreements.push((body, got, expected));
+            }
+        }
+        for top in [
+            "[]",
+            "1",
+            "\"s\"",
+            "null",
+            "",
+            " ",
+            "{",
+            "{}",
+            "{} x",
+            "{}{}",
+            "\u{feff}{}",
+        ] {
+            let expected = reference_violation(top.as_bytes());
+            let got = body_violation(top.as_bytes());
+            if got != expected {
+                disagreements.push((top.to_string(), got, expected));
+            }
+        }
+        assert!(
+            disagreements.is_empty(),
+            "{} of {cases} disagree, first: {:?}",
+            disagreements.len(),
+            disagreements.first()
         );
     }
 

@@ -1,65 +1,26 @@
-//! The `json-validate` benchmark rules, checked while parsing: shared
-//! verbatim by `rs-bench-json` and the plugin-server model
+//! The `json-validate` benchmark rules, checked while scanning the body:
+//! shared verbatim by `rs-bench-json` and the plugin-server model
 //! (`benches/plugin-server`, which includes this file), so both run the same
-//! Rust code. Depends only on serde and serde_json.
+//! Rust code. Depends only on serde_json, for rare numbers.
 //!
-//! The body is parsed with serde visitors into [`Shape`]s — a value's type
-//! plus what the rules need of it — instead of a `serde_json::Value` tree:
-//! nested content is skipped and nothing is allocated. Semantics match
-//! parsing into a `Value` and checking it (a test compares them): duplicate
-//! keys keep the last value, `null` is a value of its own.
-
-use serde::Deserialize;
-use serde::de::{MapAccess, SeqAccess, Visitor};
-use std::borrow::Cow;
-use std::fmt;
+//! One pass over the bytes with a strict JSON scanner that keeps, of each
+//! member the rules look at, only its [`Shape`]; everything else is checked
+//! and skipped, and nothing is allocated unless a key or checked string holds
+//! an escape. The answer is the one given by parsing into a
+//! `serde_json::Value` and checking that (the tests and the `request_json`
+//! fuzz target compare the two), which pins down the corners:
+//! - grammar of RFC 8259, whitespace is space, tab, CR and LF only, nothing
+//!   but whitespace after the document;
+//! - nesting deeper than serde_json's limit (128 levels) is refused;
+//! - control characters in strings, bad escapes and unpaired surrogate
+//!   escapes are refused; JSON text must be UTF-8;
+//! - an integer is an `i64` when it fits (serde_json reads `-0` as a float),
+//!   a number too large for an `f64` is refused: numbers with an exponent or
+//!   more than 300 digits are handed to serde_json itself to decide that;
+//! - duplicate keys keep the last value, `null` is a value of its own.
 
 /// The allowed `plan` values.
 pub const PLANS: [&str; 3] = ["free", "pro", "enterprise"];
-
-/// A value the rules do not look at: parsed and checked (strings decoded,
-/// so a lone surrogate escape is an error as it is for a `Value`) but not
-/// kept. serde's `IgnoredAny` would skip strings undecoded.
-struct Skip;
-
-impl<'de> Deserialize<'de> for Skip {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
-        struct SkipVisitor;
-        impl<'de> Visitor<'de> for SkipVisitor {
-            type Value = Skip;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_unit<E>(self) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
-                while seq.next_element::<Skip>()?.is_some() {}
-                Ok(Skip)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
-                while map.next_entry::<Skip, Skip>()?.is_some() {}
-                Ok(Skip)
-            }
-        }
-        d.deserialize_any(SkipVisitor)
-    }
-}
 
 /// What the rules need of a JSON value.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -75,51 +36,6 @@ enum Shape {
     Str(usize, bool),
     Array(usize),
     Object,
-}
-
-struct ShapeVisitor;
-
-impl<'de> Visitor<'de> for ShapeVisitor {
-    type Value = Shape;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Shape, E> {
-        Ok(Shape::Null)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
-        Ok(Shape::Bool)
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Shape, E> {
-        Ok(Shape::Int(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Shape, E> {
-        Ok(i64::try_from(v).map_or(Shape::Float, Shape::Int))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
-        Ok(Shape::Float)
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Shape, E> {
-        Ok(Shape::Str(v.chars().count(), PLANS.contains(&v)))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
-        let mut len = 0;
-        while seq.next_element::<Skip>()?.is_some() {
-            len += 1;
-        }
-        Ok(Shape::Array(len))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
-        while map.next_entry::<Skip, Skip>()?.is_some() {}
-        Ok(Shape::Object)
-    }
-}
-
-impl<'de> Deserialize<'de> for Shape {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Shape, D::Error> {
-        d.deserialize_any(ShapeVisitor)
-    }
 }
 
 /// The members the rules look at; `user_*` are the fields of `user` when it
@@ -138,117 +54,474 @@ struct Doc {
     active: Shape,
 }
 
-/// `user`: its three fields when it is an object, none otherwise.
-struct User(Shape, Shape, Shape);
+/// The body is not valid JSON.
+struct Invalid;
 
-impl<'de> Deserialize<'de> for User {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<User, D::Error> {
-        struct UserVisitor;
-        impl<'de> Visitor<'de> for UserVisitor {
-            type Value = User;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<User, A::Error> {
-                let mut user = User(Shape::Absent, Shape::Absent, Shape::Absent);
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    match key.as_ref() {
-                        "name" => user.0 = map.next_value()?,
-                        "email" => user.1 = map.next_value()?,
-                        "age" => user.2 = map.next_value()?,
-                        _ => {
-                            map.next_value::<Skip>()?;
-                        }
-                    }
-                }
-                Ok(user)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<User, A::Error> {
-                while seq.next_element::<Skip>()?.is_some() {}
-                Ok(User(Shape::Absent, Shape::Absent, Shape::Absent))
-            }
-            fn visit_unit<E>(self) -> Result<User, E> {
-                Ok(User(Shape::Absent, Shape::Absent, Shape::Absent))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<User, E> {
-                Ok(User(Shape::Absent, Shape::Absent, Shape::Absent))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<User, E> {
-                Ok(User(Shape::Absent, Shape::Absent, Shape::Absent))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<User, E> {
-                Ok(User(Shape::Absent, Shape::Absent, Shape::Absent))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<User, E> {
-                Ok(User(Shape::Absent, Shape::Absent, Shape::Absent))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<User, E> {
-                Ok(User(Shape::Absent, Shape::Absent, Shape::Absent))
-            }
+type Scan<T> = Result<T, Invalid>;
+
+/// serde_json refuses the 128th level of nesting (its `remaining_depth`
+/// starts at 128 and may not reach 0).
+const MAX_DEPTH: u32 = 127;
+
+/// Numbers with more digits than this go to serde_json, which refuses those
+/// beyond `f64::MAX` (the fast path only tells integers from floats).
+const FAST_NUMBER_DIGITS: usize = 300;
+
+/// A string's content as it appears between the quotes.
+struct RawStr<'a> {
+    bytes: &'a [u8],
+    escaped: bool,
+}
+
+impl RawStr<'_> {
+    /// The decoded text when it holds escapes (already validated by the
+    /// scanner), borrowed bytes otherwise.
+    fn text(&self) -> std::borrow::Cow<'_, [u8]> {
+        if !self.escaped {
+            return std::borrow::Cow::Borrowed(self.bytes);
         }
-        d.deserialize_any(UserVisitor)
+        let mut out = Vec::with_capacity(self.bytes.len());
+        let mut i = 0;
+        let b = self.bytes;
+        while i < b.len() {
+            if b[i] != b'\\' {
+                out.push(b[i]);
+                i += 1;
+                continue;
+            }
+            let simple = match b[i + 1] {
+                b'n' => Some(b'\n'),
+                b't' => Some(b'\t'),
+                b'r' => Some(b'\r'),
+                b'b' => Some(0x08),
+                b'f' => Some(0x0c),
+                b'u' => None,
+                other => Some(other), // \" \\ \/
+            };
+            if let Some(byte) = simple {
+                out.push(byte);
+                i += 2;
+                continue;
+            }
+            let high = hex4(&b[i + 2..i + 6]).unwrap_or(0);
+            let code = if (0xD800..0xDC00).contains(&high) {
+                let low = hex4(&b[i + 8..i + 12]).unwrap_or(0);
+                i += 12;
+                0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+            } else {
+                i += 6;
+                high
+            };
+            let c = char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER);
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+        }
+        std::borrow::Cow::Owned(out)
+    }
+
+    /// The string's shape: characters, and whether it is a plan.
+    fn shape(&self) -> Shape {
+        let text = self.text();
+        // UTF-8 was checked up front: count every byte but continuations.
+        let chars = text.iter().filter(|&&b| (b as i8) >= -0x40).count();
+        Shape::Str(chars, PLANS.iter().any(|p| p.as_bytes() == &*text))
     }
 }
 
-/// Parses the document: `None` when it is valid JSON but not an object.
-struct MaybeDoc(Option<Doc>);
+/// Four hex digits.
+fn hex4(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |acc, &d| {
+        let v = (d as char).to_digit(16)?;
+        Some(acc << 4 | v)
+    })
+}
 
-impl<'de> Deserialize<'de> for MaybeDoc {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MaybeDoc, D::Error> {
-        struct DocVisitor;
-        impl<'de> Visitor<'de> for DocVisitor {
-            type Value = MaybeDoc;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON document")
+/// Where the first `"`, `\\` or control character (the bytes that end a
+/// plain run of string content) lies in `chunk`: bit `i` of the mask is
+/// byte `i`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn string_stops(chunk: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of the x86_64 baseline, and the unaligned load
+    // reads exactly the 16 bytes `chunk` borrows.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast());
+        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        // v < 0x20 (unsigned) exactly when min(v, 0x1f) == v.
+        let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+    }
+}
+
+/// Portable twin of the SSE2 version: the same mask, a byte at a time.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn string_stops(chunk: &[u8; 16]) -> u32 {
+    chunk.iter().enumerate().fold(0, |mask, (i, &b)| {
+        mask | (u32::from(b == b'"' || b == b'\\' || b < 0x20) << i)
+    })
+}
+
+struct Scanner<'a> {
+    src: &'a [u8],
+    pos: usize,
+    depth: u32,
+}
+
+impl<'a> Scanner<'a> {
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.src.get(self.pos).copied()
+    }
+
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Consumes `byte` (after whitespace).
+    #[inline]
+    fn expect(&mut self, byte: u8) -> Scan<()> {
+        self.ws();
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(Invalid)
+        }
+    }
+
+    fn enter(&mut self) -> Scan<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(Invalid);
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// After a member or element: `true` for a comma, `false` for `close`.
+    #[inline]
+    fn next_or_close(&mut self, close: u8) -> Scan<bool> {
+        self.ws();
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(true)
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MaybeDoc, A::Error> {
-                let mut doc = Doc::default();
-                // A later duplicate key replaces the earlier value.
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    match key.as_ref() {
-                        "id" => doc.id = map.next_value()?,
-                        "user" => {
-                            let User(name, email, age) = map.next_value()?;
-                            (doc.user_name, doc.user_email, doc.user_age) = (name, email, age);
-                        }
-                        "plan" => doc.plan = map.next_value()?,
-                        "quantity" => doc.quantity = map.next_value()?,
-                        "tags" => doc.tags = map.next_value()?,
-                        "items" => doc.items = map.next_value()?,
-                        "notes" => doc.notes = map.next_value()?,
-                        "active" => doc.active = map.next_value()?,
-                        _ => {
-                            map.next_value::<Skip>()?;
-                        }
-                    }
+            Some(b) if b == close => {
+                self.pos += 1;
+                self.depth -= 1;
+                Ok(false)
+            }
+            _ => Err(Invalid),
+        }
+    }
+
+    /// A string, the opening quote under `pos`: validated, not decoded.
+    fn string(&mut self) -> Scan<RawStr<'a>> {
+        let start = self.pos + 1;
+        let src = self.src;
+        let mut pos = start;
+        let mut escaped = false;
+        loop {
+            // Sixteen bytes at a time up to the next quote, backslash or
+            // control character; the tail a byte at a time.
+            while let Some(chunk) = src.get(pos..pos + 16) {
+                let chunk: &[u8; 16] = chunk.try_into().map_err(|_| Invalid)?;
+                let stops = string_stops(chunk);
+                if stops != 0 {
+                    pos += stops.trailing_zeros() as usize;
+                    break;
                 }
-                Ok(MaybeDoc(Some(doc)))
+                pos += 16;
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MaybeDoc, A::Error> {
-                while seq.next_element::<Skip>()?.is_some() {}
-                Ok(MaybeDoc(None))
-            }
-            fn visit_unit<E>(self) -> Result<MaybeDoc, E> {
-                Ok(MaybeDoc(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<MaybeDoc, E> {
-                Ok(MaybeDoc(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<MaybeDoc, E> {
-                Ok(MaybeDoc(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<MaybeDoc, E> {
-                Ok(MaybeDoc(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<MaybeDoc, E> {
-                Ok(MaybeDoc(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<MaybeDoc, E> {
-                Ok(MaybeDoc(None))
+            match src.get(pos) {
+                Some(b'"') => {
+                    self.pos = pos + 1;
+                    return Ok(RawStr {
+                        bytes: &src[start..pos],
+                        escaped,
+                    });
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    self.pos = pos;
+                    self.escape()?;
+                    pos = self.pos;
+                }
+                Some(&b) if b >= 0x20 => pos += 1,
+                _ => return Err(Invalid),
             }
         }
-        d.deserialize_any(DocVisitor)
     }
+
+    /// One escape, the backslash under `pos`.
+    fn escape(&mut self) -> Scan<()> {
+        match self.src.get(self.pos + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                self.pos += 2;
+                Ok(())
+            }
+            Some(b'u') => {
+                let code = self.hex_escape()?;
+                match code {
+                    0xDC00..=0xDFFF => Err(Invalid),
+                    0xD800..=0xDBFF => {
+                        if self.src.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                            return Err(Invalid);
+                        }
+                        match self.hex_escape()? {
+                            0xDC00..=0xDFFF => Ok(()),
+                            _ => Err(Invalid),
+                        }
+                    }
+                    _ => Ok(()),
+                }
+            }
+            _ => Err(Invalid),
+        }
+    }
+
+    /// `\uXXXX` under `pos`: its code unit.
+    fn hex_escape(&mut self) -> Scan<u32> {
+        let digits = self.src.get(self.pos + 2..self.pos + 6).ok_or(Invalid)?;
+        let code = hex4(digits).ok_or(Invalid)?;
+        self.pos += 6;
+        Ok(code)
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    /// A number: `Int` when it is an integer that fits an `i64`.
+    fn number(&mut self) -> Scan<Shape> {
+        let start = self.pos;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
+        }
+        let int_start = self.pos;
+        let int_digits = self.digits();
+        if int_digits == 0 || (int_digits > 1 && self.src[int_start] == b'0') {
+            return Err(Invalid);
+        }
+        let mut digits = int_digits;
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            let fraction = self.digits();
+            if fraction == 0 {
+                return Err(Invalid);
+            }
+            digits += fraction;
+            integer = false;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return Err(Invalid);
+            }
+            return self.rare_number(start);
+        }
+        if digits > FAST_NUMBER_DIGITS {
+            return self.rare_number(start);
+        }
+        if !integer {
+            return Ok(Shape::Float);
+        }
+        // An integer: as an i64 if it fits (serde_json: u64 when positive,
+        // i64 when negative, f64 otherwise and for -0).
+        let magnitude = self.src[int_start..int_start + int_digits]
+            .iter()
+            .try_fold(0u64, |acc, &d| {
+                acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            });
+        Ok(match magnitude {
+            Some(0) if negative => Shape::Float,
+            Some(m) if negative => 0i64
+                .checked_sub_unsigned(m)
+                .map_or(Shape::Float, Shape::Int),
+            Some(m) => i64::try_from(m).map_or(Shape::Float, Shape::Int),
+            None => Shape::Float,
+        })
+    }
+
+    /// A number the fast path does not decide: serde_json parses it.
+    #[cold]
+    fn rare_number(&self, start: usize) -> Scan<Shape> {
+        match serde_json::from_slice::<f64>(&self.src[start..self.pos]) {
+            Ok(_) => Ok(Shape::Float),
+            Err(_) => Err(Invalid),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], shape: Shape) -> Scan<Shape> {
+        if self.src.get(self.pos..self.pos + word.len()) == Some(word) {
+            self.pos += word.len();
+            Ok(shape)
+        } else {
+            Err(Invalid)
+        }
+    }
+
+    /// Any value (after whitespace), with what the rules need of it.
+    fn value(&mut self) -> Scan<Shape> {
+        self.ws();
+        match self.peek() {
+            Some(b'"') => Ok(self.string()?.shape()),
+            Some(b'[') => self.array(),
+            Some(b'{') => {
+                self.skip_object()?;
+                Ok(Shape::Object)
+            }
+            _ => self.scalar(),
+        }
+    }
+
+    /// Any value (after whitespace), checked and dropped.
+    fn skip(&mut self) -> Scan<()> {
+        self.ws();
+        match self.peek() {
+            Some(b'"') => self.string().map(drop),
+            Some(b'[') => self.array().map(drop),
+            Some(b'{') => self.skip_object(),
+            _ => self.scalar().map(drop),
+        }
+    }
+
+    fn scalar(&mut self) -> Scan<Shape> {
+        match self.peek() {
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't') => self.literal(b"true", Shape::Bool),
+            Some(b'f') => self.literal(b"false", Shape::Bool),
+            Some(b'n') => self.literal(b"null", Shape::Null),
+            _ => Err(Invalid),
+        }
+    }
+
+    /// An array, `[` under `pos`: its length.
+    fn array(&mut self) -> Scan<Shape> {
+        self.enter()?;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            self.depth -= 1;
+            return Ok(Shape::Array(0));
+        }
+        let mut len = 0;
+        loop {
+            self.skip()?;
+            len += 1;
+            if !self.next_or_close(b']')? {
+                return Ok(Shape::Array(len));
+            }
+        }
+    }
+
+    /// An object, `{` under `pos`, with `member` called on each key (its
+    /// value still to be read); a later duplicate key simply overwrites.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, RawStr<'a>) -> Scan<()>) -> Scan<()> {
+        self.enter()?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            self.depth -= 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            if self.peek() != Some(b'"') {
+                return Err(Invalid);
+            }
+            let key = self.string()?;
+            self.expect(b':')?;
+            member(self, key)?;
+            if !self.next_or_close(b'}')? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn skip_object(&mut self) -> Scan<()> {
+        self.object(|s, _| s.skip())
+    }
+
+    /// The top-level object's members.
+    fn document(&mut self, doc: &mut Doc) -> Scan<()> {
+        self.object(|s, key| {
+            let slot = match &*key.text() {
+                b"id" => &mut doc.id,
+                b"plan" => &mut doc.plan,
+                b"quantity" => &mut doc.quantity,
+                b"tags" => &mut doc.tags,
+                b"items" => &mut doc.items,
+                b"notes" => &mut doc.notes,
+                b"active" => &mut doc.active,
+                b"user" => return s.user(doc),
+                _ => return s.skip(),
+            };
+            *slot = s.value()?;
+            Ok(())
+        })
+    }
+
+    /// `user`: its three fields when it is an object, none otherwise.
+    fn user(&mut self, doc: &mut Doc) -> Scan<()> {
+        (doc.user_name, doc.user_email, doc.user_age) =
+            (Shape::Absent, Shape::Absent, Shape::Absent);
+        self.ws();
+        if self.peek() != Some(b'{') {
+            return self.skip();
+        }
+        self.object(|s, key| {
+            let slot = match &*key.text() {
+                b"name" => &mut doc.user_name,
+                b"email" => &mut doc.user_email,
+                b"age" => &mut doc.user_age,
+                _ => return s.skip(),
+            };
+            *slot = s.value()?;
+            Ok(())
+        })
+    }
+}
+
+/// Scans the document: `None` when it is valid JSON but not an object.
+fn scan(body: &[u8]) -> Scan<Option<Doc>> {
+    let mut scanner = Scanner {
+        src: body,
+        pos: 0,
+        depth: 0,
+    };
+    scanner.ws();
+    let doc = if scanner.peek() == Some(b'{') {
+        let mut doc = Doc::default();
+        scanner.document(&mut doc)?;
+        Some(doc)
+    } else {
+        scanner.skip()?;
+        None
+    };
+    scanner.ws();
+    if scanner.pos != body.len() {
+        return Err(Invalid);
+    }
+    Ok(doc)
 }
 
 /// The ten rules, in order, on a request body: `Ok(None)` when it passes,
@@ -258,15 +531,15 @@ impl<'de> Deserialize<'de> for MaybeDoc {
 /// # Errors
 /// `"body must be valid JSON"` or `"body must be a JSON object"`.
 pub fn body_violation(body: &[u8]) -> Result<Option<&'static str>, &'static str> {
-    // JSON text is UTF-8; checking it once up front lets serde borrow
-    // strings instead of checking each.
-    let Ok(body) = std::str::from_utf8(body) else {
+    // JSON text is UTF-8: checked once, fast, so strings need no check of
+    // their own and characters can be counted by their lead bytes.
+    if std::str::from_utf8(body).is_err() {
         return Err("body must be valid JSON");
-    };
-    let doc = match serde_json::from_str::<MaybeDoc>(body) {
-        Ok(MaybeDoc(Some(doc))) => doc,
-        Ok(MaybeDoc(None)) => return Err("body must be a JSON object"),
-        Err(_) => return Err("body must be valid JSON"),
+    }
+    let doc = match scan(body) {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return Err("body must be a JSON object"),
+        Err(Invalid) => return Err("body must be valid JSON"),
     };
     let str_len = |s: Shape| match s {
         Shape::Str(n, _) => Some(n),
