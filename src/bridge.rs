@@ -28,7 +28,7 @@ use crate::pdk::lua::{LuaPdk, PdkCache};
 use crate::plugin::{Flow, Phase, Plugin};
 use crate::schema;
 use bstr::BString;
-use mlua::{AnyUserData, Lua, MultiValue, Table, UserData, Value as LuaValue};
+use mlua::{AnyUserData, Lua, Table, UserData, Value as LuaValue, Variadic};
 use serde_json::json;
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -466,7 +466,7 @@ fn dispatch<P: Plugin>(
     body: Option<mlua::LuaString>,
     chunk: Option<&[u8]>,
     eof: bool,
-) -> mlua::Result<MultiValue> {
+) -> mlua::Result<Variadic<LuaValue>> {
     let mut pdk = LuaPdk::new(lua, cache);
     pdk.set_request_body(body);
     pdk.set_phase(phase);
@@ -545,8 +545,8 @@ fn phase_result(
     lua: &Lua,
     actions: Option<Vec<u8>>,
     outcome: crate::Result<Outcome>,
-) -> mlua::Result<MultiValue> {
-    let mut values = MultiValue::new();
+) -> mlua::Result<Variadic<LuaValue>> {
+    let mut values = Variadic::new();
     let continues = matches!(
         outcome,
         Ok(Outcome::Flow(Flow::Continue) | Outcome::Chunk(None))
@@ -554,18 +554,18 @@ fn phase_result(
     if actions.is_none() && continues {
         return Ok(values);
     }
-    values.push_back(match actions {
+    values.push(match actions {
         Some(actions) => LuaValue::String(lua.create_string(actions)?),
         None => LuaValue::Nil,
     });
     match outcome {
         Ok(Outcome::Flow(Flow::Continue)) | Ok(Outcome::Chunk(None)) => {}
         Ok(Outcome::Chunk(Some(chunk))) => {
-            values.push_back(LuaValue::String(lua.create_string(chunk)?));
+            values.push(LuaValue::String(lua.create_string(chunk)?));
         }
         Ok(Outcome::Flow(Flow::Exit(exit))) => {
-            values.push_back(LuaValue::Integer(i64::from(exit.status)));
-            values.push_back(match exit.body {
+            values.push(LuaValue::Integer(i64::from(exit.status)));
+            values.push(match exit.body {
                 Some(body) => LuaValue::String(lua.create_string(body)?),
                 None => LuaValue::Nil,
             });
@@ -574,12 +574,12 @@ fn phase_result(
                 for (name, value) in exit.headers {
                     headers.raw_set(name, lua.create_string(value)?)?;
                 }
-                values.push_back(LuaValue::Table(headers));
+                values.push(LuaValue::Table(headers));
             }
         }
         Err(error) => {
-            values.push_back(LuaValue::Boolean(false));
-            values.push_back(LuaValue::String(lua.create_string(error.to_string())?));
+            values.push(LuaValue::Boolean(false));
+            values.push(LuaValue::String(lua.create_string(error.to_string())?));
         }
     }
     Ok(values)

@@ -105,9 +105,10 @@ impl RawStr<'_> {
             }
             let high = hex4(&b[i + 2..i + 6]).unwrap_or(0);
             let code = if (0xD800..0xDC00).contains(&high) {
-                let low = hex4(&b[i + 8..i + 12]).unwrap_or(0);
+                // the scanner checked that a low surrogate escape follows
+                let low = hex4(&b[i + 8..i + 12]).unwrap_or(0xDC00);
                 i += 12;
-                0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+                0x10000 + ((high - 0xD800) << 10) + low.saturating_sub(0xDC00)
             } else {
                 i += 6;
                 high
