@@ -331,8 +331,11 @@ pub fn request_json(data: &[u8]) {
     }
 }
 
+/// A fuzz target: takes one input, panics on a finding.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name (for the quick run).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("config_hello", config_hello),
     ("config_file_log", config_file_log),
     ("request_hello", request_hello),

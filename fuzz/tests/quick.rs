@@ -136,7 +136,7 @@ fn every_target_survives_its_corpus_and_generated_inputs() {
     let seed: u64 = std::env::var("KONG_RS_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0x6b6f_6e67_2d72_73);
+        .unwrap_or(0x006b_6f6e_672d_7273);
     // A failing input is printed by the panic message of the target; the
     // target name and case number are printed here first.
     for (name, target) in kong_rs_fuzz::TARGETS {
