@@ -74,58 +74,69 @@ struct RawStr<'a> {
 }
 
 impl RawStr<'_> {
-    /// The decoded text when it holds escapes (already validated by the
-    /// scanner), borrowed bytes otherwise.
-    fn text(&self) -> std::borrow::Cow<'_, [u8]> {
+    /// The decoded text when it holds escapes, borrowed bytes otherwise.
+    fn text(&self) -> Scan<std::borrow::Cow<'_, [u8]>> {
         if !self.escaped {
-            return std::borrow::Cow::Borrowed(self.bytes);
+            return Ok(std::borrow::Cow::Borrowed(self.bytes));
         }
         let mut out = Vec::with_capacity(self.bytes.len());
-        let mut i = 0;
-        let b = self.bytes;
-        while i < b.len() {
-            if b[i] != b'\\' {
-                out.push(b[i]);
-                i += 1;
-                continue;
-            }
-            let simple = match b[i + 1] {
-                b'n' => Some(b'\n'),
-                b't' => Some(b'\t'),
-                b'r' => Some(b'\r'),
-                b'b' => Some(0x08),
-                b'f' => Some(0x0c),
-                b'u' => None,
-                other => Some(other), // \" \\ \/
-            };
-            if let Some(byte) = simple {
-                out.push(byte);
-                i += 2;
-                continue;
-            }
-            let high = hex4(&b[i + 2..i + 6]).unwrap_or(0);
-            let code = if (0xD800..0xDC00).contains(&high) {
-                // the scanner checked that a low surrogate escape follows
-                let low = hex4(&b[i + 8..i + 12]).unwrap_or(0xDC00);
-                i += 12;
-                0x10000 + ((high - 0xD800) << 10) + low.saturating_sub(0xDC00)
-            } else {
-                i += 6;
-                high
-            };
-            let c = char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER);
+        let mut rest = self.bytes;
+        while let Some(at) = rest.iter().position(|&b| b == b'\\') {
+            out.extend_from_slice(&rest[..at]);
+            let (c, len) = escape_at(&rest[at..]).ok_or(Invalid)?;
             out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            rest = &rest[at + len..];
         }
-        std::borrow::Cow::Owned(out)
+        out.extend_from_slice(rest);
+        Ok(std::borrow::Cow::Owned(out))
     }
 
     /// The string's shape: characters, and whether it is a plan.
-    fn shape(&self) -> Shape {
-        let text = self.text();
+    fn shape(&self) -> Scan<Shape> {
+        let text = self.text()?;
         // UTF-8 was checked up front: count every byte but continuations.
         let chars = text.iter().filter(|&&b| (b as i8) >= -0x40).count();
-        Shape::Str(chars, PLANS.iter().any(|p| p.as_bytes() == &*text))
+        Ok(Shape::Str(
+            chars,
+            PLANS.iter().any(|p| p.as_bytes() == &*text),
+        ))
     }
+}
+
+/// The escape `bytes` start with (at its backslash): the character it stands
+/// for and its length in bytes; `None` for what serde_json refuses: an
+/// unknown escape, bad hex digits, a surrogate escape without its pair.
+fn escape_at(bytes: &[u8]) -> Option<(char, usize)> {
+    let simple = match *bytes.get(1)? {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => {
+            let high = hex4(bytes.get(2..6)?)?;
+            return match high {
+                0xDC00..=0xDFFF => None,
+                0xD800..=0xDBFF => {
+                    if bytes.get(6..8)? != b"\\u" {
+                        return None;
+                    }
+                    let low = hex4(bytes.get(8..12)?)?;
+                    if !(0xDC00..=0xDFFF).contains(&low) {
+                        return None;
+                    }
+                    let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+                    Some((char::from_u32(code)?, 12))
+                }
+                _ => Some((char::from_u32(high)?, 6)),
+            };
+        }
+        _ => return None,
+    };
+    Some((simple, 2))
 }
 
 /// Four hex digits.
@@ -253,49 +264,13 @@ impl<'a> Scanner<'a> {
                 }
                 Some(b'\\') => {
                     escaped = true;
-                    self.pos = pos;
-                    self.escape()?;
-                    pos = self.pos;
+                    let (_, len) = escape_at(&src[pos..]).ok_or(Invalid)?;
+                    pos += len;
                 }
                 Some(&b) if b >= 0x20 => pos += 1,
                 _ => return Err(Invalid),
             }
         }
-    }
-
-    /// One escape, the backslash under `pos`.
-    fn escape(&mut self) -> Scan<()> {
-        match self.src.get(self.pos + 1) {
-            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
-                self.pos += 2;
-                Ok(())
-            }
-            Some(b'u') => {
-                let code = self.hex_escape()?;
-                match code {
-                    0xDC00..=0xDFFF => Err(Invalid),
-                    0xD800..=0xDBFF => {
-                        if self.src.get(self.pos..self.pos + 2) != Some(b"\\u") {
-                            return Err(Invalid);
-                        }
-                        match self.hex_escape()? {
-                            0xDC00..=0xDFFF => Ok(()),
-                            _ => Err(Invalid),
-                        }
-                    }
-                    _ => Ok(()),
-                }
-            }
-            _ => Err(Invalid),
-        }
-    }
-
-    /// `\uXXXX` under `pos`: its code unit.
-    fn hex_escape(&mut self) -> Scan<u32> {
-        let digits = self.src.get(self.pos + 2..self.pos + 6).ok_or(Invalid)?;
-        let code = hex4(digits).ok_or(Invalid)?;
-        self.pos += 6;
-        Ok(code)
     }
 
     fn digits(&mut self) -> usize {
@@ -384,7 +359,7 @@ impl<'a> Scanner<'a> {
     fn value(&mut self) -> Scan<Shape> {
         self.ws();
         match self.peek() {
-            Some(b'"') => Ok(self.string()?.shape()),
+            Some(b'"') => self.string()?.shape(),
             Some(b'[') => self.array(),
             Some(b'{') => {
                 self.skip_object()?;
@@ -465,7 +440,7 @@ impl<'a> Scanner<'a> {
     /// The top-level object's members.
     fn document(&mut self, doc: &mut Doc) -> Scan<()> {
         self.object(|s, key| {
-            let slot = match &*key.text() {
+            let slot = match &*key.text()? {
                 b"id" => &mut doc.id,
                 b"plan" => &mut doc.plan,
                 b"quantity" => &mut doc.quantity,
@@ -490,7 +465,7 @@ impl<'a> Scanner<'a> {
             return self.skip();
         }
         self.object(|s, key| {
-            let slot = match &*key.text() {
+            let slot = match &*key.text()? {
                 b"name" => &mut doc.user_name,
                 b"email" => &mut doc.user_email,
                 b"age" => &mut doc.user_age,
