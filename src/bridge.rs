@@ -119,17 +119,47 @@ impl<'lua> ModuleBuilder<'lua> {
 /// What a plugin is, as JSON: name, version, priority, phases and the Kong
 /// schema of its config (the role of go-pdk's `-dump`).
 ///
+/// It also checks the rules Kong applies when it loads a plugin, so a
+/// plugin Kong would refuse fails here, at `require` and in the `cargo
+/// test` test `#[kong_rs::plugin]` generates: the generated schema must meet
+/// Kong's metaschema (e.g. descriptions of 10 to 500 bytes), config fields
+/// must not use the keys Kong adds to `conf` at run time, and `response`
+/// cannot be combined with `header_filter` or `body_filter`.
+///
 /// # Errors
-/// When `P::Config` has no Kong schema equivalent.
+/// When `P::Config` has no Kong schema equivalent, or the plugin breaks one
+/// of Kong's load-time rules (every problem is listed, one per line).
 pub fn describe<P: Plugin>() -> crate::Result<serde_json::Value> {
     let phases: Vec<&str> = P::PHASES.iter().map(|p| p.name()).collect();
+    let schema = schema::config_record::<P::Config>()?;
+    let mut problems = crate::metaschema::check_config(&schema);
+    if P::PHASES.contains(&Phase::Response)
+        && (P::PHASES.contains(&Phase::HeaderFilter) || P::PHASES.contains(&Phase::BodyFilter))
+    {
+        problems.push(format!(
+            "Plugin \"{}\" can't be loaded because it implements both `response` and \
+             `header_filter` or `body_filter` methods (Kong's rule, kong/db/dao/plugins.lua)",
+            P::NAME
+        ));
+    }
+    let parts: Vec<&str> = P::VERSION.split('.').collect();
+    if parts.len() > 3 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+        problems.push(format!(
+            "Plugin \"{}\": VERSION {:?} does not follow the \"x.y.z\" format Kong requires",
+            P::NAME,
+            P::VERSION
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(Error::msg(problems.join("\n")));
+    }
     Ok(json!({
         "name": P::NAME,
         "version": P::VERSION,
         "priority": P::PRIORITY,
         "phases": phases,
         "reads_request_body": P::READS_REQUEST_BODY,
-        "schema": schema::config_record::<P::Config>()?,
+        "schema": schema,
     }))
 }
 

@@ -67,6 +67,7 @@ extern crate self as kong_rs;
 
 mod bridge;
 mod error;
+mod metaschema;
 pub mod ffi;
 pub mod pdk;
 mod plugin;

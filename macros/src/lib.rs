@@ -66,6 +66,18 @@ pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
             previous_was_const = false;
         }
     }
+    // Kong refuses to load such a plugin (kong/db/dao/plugins.lua): a
+    // buffered `response` replaces the filters. Said here, where the author is.
+    if found.contains(&"Response")
+        && (found.contains(&"HeaderFilter") || found.contains(&"BodyFilter"))
+    {
+        return compile_error(
+            "Kong refuses to load a plugin that implements both `response` and \
+             `header_filter` or `body_filter` (kong/db/dao/plugins.lua: \"can't be loaded \
+             because it implements both `response` and `header_filter` or `body_filter` \
+             methods\"): split it into two plugins",
+        );
+    }
     // Keep Kong's phase order whatever the order of the methods.
     let ordered: Vec<String> = PHASES
         .iter()
@@ -84,7 +96,56 @@ pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut new_body = Group::new(Delimiter::Brace, stream);
     new_body.set_span(body.span());
     tokens[body_at] = TokenTree::Group(new_body);
-    tokens.into_iter().collect()
+    let self_type = self_type(&tokens[..body_at]);
+    let mut output: TokenStream = tokens.into_iter().collect();
+    if let Some((path, name)) = self_type {
+        output.extend(rules_test(&path, &name));
+    }
+    output
+}
+
+/// The type after `for` and its last identifier (`crate::Hello`, `Hello`),
+/// or `None` for a generic impl, whose type the test below could not name.
+fn self_type(head: &[TokenTree]) -> Option<(String, String)> {
+    let generic = head
+        .iter()
+        .any(|t| matches!(t, TokenTree::Punct(p) if p.as_char() == '<'));
+    let after_for = head
+        .iter()
+        .position(|t| matches!(t, TokenTree::Ident(i) if i.to_string() == "for"))?;
+    if generic {
+        return None;
+    }
+    let path: TokenStream = head[after_for + 1..].iter().cloned().collect();
+    let name = head[after_for + 1..].iter().rev().find_map(|t| match t {
+        TokenTree::Ident(i) => Some(i.to_string()),
+        _ => None,
+    })?;
+    Some((path.to_string(), name))
+}
+
+/// A `cargo test` test that checks the plugin against Kong's load-time rules
+/// (`kong_rs::describe`: the metaschema, reserved config keys, phase
+/// combinations), so an author learns of a schema Kong would refuse from
+/// `cargo test`, not from a Kong that will not start.
+fn rules_test(type_path: &str, type_name: &str) -> TokenStream {
+    let mut snake = String::new();
+    for (i, c) in type_name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            snake.push('_');
+        }
+        snake.extend(c.to_lowercase());
+    }
+    format!(
+        "#[cfg(test)] #[test] #[allow(non_snake_case)] \
+         fn kong_rs_load_rules_{snake}() {{ \
+             if let ::core::result::Result::Err(error) = ::kong_rs::describe::<{type_path}>() {{ \
+                 ::core::panic!(\"{type_name} breaks a rule Kong checks when it loads plugins: {{}}\", error); \
+             }} \
+         }}"
+    )
+    .parse()
+    .expect("generated test is valid Rust")
 }
 
 fn compile_error(message: &str) -> TokenStream {

@@ -1,4 +1,6 @@
--- Faults (issue 4): rs-fault fails on purpose in every phase, three ways
+-- Faults (issue 4): rs-fault (and rs-fault-response for the `response`
+-- phase: Kong refuses one plugin with `response` and the filters) fails on
+-- purpose in every phase, three ways
 -- (a Rust Err, a Rust panic, a Lua error raised by a PDK call made from
 -- Rust). Each is answered as Kong answers a failed plugin in that phase:
 -- 500 where the response can still change, logged where it cannot; a
@@ -20,11 +22,15 @@ local ORDER = { "rewrite", "access", "response", "header_filter", "body_filter",
 local MODES = { "err", "panic", "pdk_error" }
 local N = 6 -- requests per case (spread over both workers)
 
+local function plugin_for(phase)
+  return phase == "response" and "rs-fault-response" or "rs-fault"
+end
+
 describe("reliability: a failing plugin in every phase", function()
   local admin, proxy, workers
 
   lazy_setup(function()
-    h.start({ plugins = { "rs-fault" } })
+    h.start({ plugins = { "rs-fault", "rs-fault-response" } })
     admin, proxy = h.admin(), h.proxy()
     h.res_status(201, admin:post("/services", { name = "svc", url = h.upstream_url() }))
     h.res_status(201, admin:post("/services/svc/routes", { name = "healthy", paths = { "/healthy" } }))
@@ -34,7 +40,7 @@ describe("reliability: a failing plugin in every phase", function()
         h.res_status(201, admin:post("/services/svc/routes", { name = name, paths = { "/" .. name } }))
         if phase ~= "rewrite" then
           h.res_status(201, admin:post("/routes/" .. name .. "/plugins",
-                                       { name = "rs-fault", config = { phase = phase, mode = mode } }))
+                                       { name = plugin_for(phase), config = { phase = phase, mode = mode } }))
         end
       end
     end
@@ -68,7 +74,7 @@ describe("reliability: a failing plugin in every phase", function()
         local hits = S.upstream_hits(admin) - hits_before
         assert.equal(expect.upstream and N or 0, hits, "upstream calls")
 
-        local needle = "plugin rs-fault failed in " .. phase .. " phase: "
+        local needle = "plugin " .. plugin_for(phase) .. " failed in " .. phase .. " phase: "
         local new_log
         h.wait_until(function()
           new_log = h.error_log():sub(log_before + 1)

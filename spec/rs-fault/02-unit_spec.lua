@@ -14,24 +14,37 @@ local EXPECTED_LOG = {
 
 
 describe(PLUGIN_NAME .. ": (unit)", function()
-  local handler
+  local handler, response_handler
 
   setup(function()
     stub.install()
     handler = require("kong.plugins." .. PLUGIN_NAME .. ".handler")
+    -- `response` lives in a plugin of its own: Kong refuses a plugin that
+    -- implements it together with header_filter or body_filter.
+    response_handler = require("kong.plugins.rs-fault-response.handler")
+  end)
+
+  it("keeps `response` apart from the filters, as Kong requires", function()
+    assert.is_nil(handler.response)
+    assert.is_function(handler.header_filter)
+    assert.is_function(response_handler.response)
+    assert.is_nil(response_handler.header_filter)
+    assert.is_nil(response_handler.body_filter)
   end)
 
   for _, phase in ipairs({ "rewrite", "access", "header_filter", "response" }) do
     for mode, expected in pairs(EXPECTED_LOG) do
       it("answers 500 and logs when " .. phase .. " fails with " .. mode, function()
         local state = stub.install()
-        handler[phase](handler, { phase = phase, mode = mode })
+        local plugin = phase == "response" and response_handler or handler
+        local name = phase == "response" and "rs-fault-response" or "rs-fault"
+        plugin[phase](plugin, { phase = phase, mode = mode })
         assert.equal(1, #state.exits)
         assert.equal(500, state.exits[1].status)
         assert.same(UNEXPECTED, cjson.decode(state.exits[1].body))
         local errors = stub.logs_at(state, "err")
         assert.equal(1, #errors)
-        assert.matches("plugin rs-fault failed in " .. phase .. " phase", errors[1], nil, true)
+        assert.matches("plugin " .. name .. " failed in " .. phase .. " phase", errors[1], nil, true)
         assert.matches(expected, errors[1], nil, true)
       end)
     end

@@ -53,6 +53,12 @@ describe("rs-fault (integration)", function()
     end)
   end
 
+  it("refuses a phase the plugin does not have with 400 (response is rs-fault-response's)", function()
+    local res = admin:post("/plugins", { name = "rs-fault", config = { phase = "response", mode = "err" } })
+    h.res_status(400, res)
+    assert.matches("rs-fault has no response phase", res.body, 1, true)
+  end)
+
   it("refuses an unknown mode with 400", function()
     local res = admin:post("/plugins", { name = "rs-fault", config = { phase = "access", mode = "explode" } })
     h.res_status(400, res)

@@ -1,5 +1,7 @@
-//! `rs-fault` (tests only): fails on purpose in the configured phase, to
-//! prove that failures are answered like Kong answers a failed plugin.
+//! `rs-fault` and `rs-fault-response` (tests only): fail on purpose in the
+//! configured phase, to prove that failures are answered like Kong answers
+//! a failed plugin. Two plugins because Kong refuses one that implements
+//! `response` together with `header_filter` or `body_filter`.
 
 use crate::{Flow, Pdk, Phase, Plugin, Result};
 use schemars::JsonSchema;
@@ -35,7 +37,7 @@ pub enum FaultMode {
     PdkError,
 }
 
-/// Configuration of `rs-fault`.
+/// Configuration of `rs-fault` and `rs-fault-response`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct FaultConfig {
     /// The phase that fails.
@@ -52,6 +54,25 @@ pub struct Fault {
 }
 
 impl Fault {
+    /// The instance for `config`, when `phases` (the plugin's) has its phase.
+    fn build(config: FaultConfig, phases: &[Phase], name: &str) -> Result<Self> {
+        let phase = match config.phase {
+            FaultPhase::Rewrite => Phase::Rewrite,
+            FaultPhase::Access => Phase::Access,
+            FaultPhase::HeaderFilter => Phase::HeaderFilter,
+            FaultPhase::BodyFilter => Phase::BodyFilter,
+            FaultPhase::Response => Phase::Response,
+            FaultPhase::Log => Phase::Log,
+        };
+        if !phases.contains(&phase) {
+            return Err(format!("{name} has no {phase} phase").into());
+        }
+        Ok(Fault {
+            phase,
+            mode: config.mode,
+        })
+    }
+
     fn maybe_fail(&self, kong: &mut dyn Pdk, phase: Phase) -> Result<()> {
         if phase != self.phase {
             return Ok(());
@@ -78,18 +99,7 @@ impl Plugin for Fault {
     const PRIORITY: i32 = 5;
 
     fn new(config: FaultConfig) -> Result<Self> {
-        let phase = match config.phase {
-            FaultPhase::Rewrite => Phase::Rewrite,
-            FaultPhase::Access => Phase::Access,
-            FaultPhase::HeaderFilter => Phase::HeaderFilter,
-            FaultPhase::BodyFilter => Phase::BodyFilter,
-            FaultPhase::Response => Phase::Response,
-            FaultPhase::Log => Phase::Log,
-        };
-        Ok(Fault {
-            phase,
-            mode: config.mode,
-        })
+        Fault::build(config, Self::PHASES, Self::NAME)
     }
 
     fn rewrite(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
@@ -116,12 +126,31 @@ impl Plugin for Fault {
         self.maybe_fail(kong, Phase::BodyFilter).map(|()| None)
     }
 
-    fn response(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
-        self.maybe_fail(kong, Phase::Response)
-            .map(|()| Flow::Continue)
-    }
-
     fn log(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<()> {
         self.maybe_fail(kong, Phase::Log)
+    }
+}
+
+/// `rs-fault-response`: the `response` phase of [`Fault`], in a plugin of
+/// its own (buffered proxying).
+#[derive(Debug)]
+pub struct FaultResponse(Fault);
+
+#[crate::plugin]
+impl Plugin for FaultResponse {
+    type Config = FaultConfig;
+    type State = ();
+    const NAME: &'static str = "rs-fault-response";
+    const VERSION: &'static str = "0.1.0";
+    const PRIORITY: i32 = 5;
+
+    fn new(config: FaultConfig) -> Result<Self> {
+        Fault::build(config, Self::PHASES, Self::NAME).map(FaultResponse)
+    }
+
+    fn response(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
+        self.0
+            .maybe_fail(kong, Phase::Response)
+            .map(|()| Flow::Continue)
     }
 }

@@ -16,7 +16,7 @@ pub use file_log::{FileLog, FileLogConfig};
 pub use hello::{Hello, HelloConfig};
 
 #[cfg(feature = "test-plugins")]
-pub use fault::{Fault, FaultConfig};
+pub use fault::{Fault, FaultConfig, FaultResponse};
 
 #[cfg(all(feature = "bundled", not(feature = "test-plugins")))]
 crate::export_plugins!(luaopen_kong_rs_plugins: Hello, FileLog);
@@ -26,6 +26,7 @@ crate::export_plugins!(
     luaopen_kong_rs_plugins: Hello,
     FileLog,
     Fault,
+    FaultResponse,
     header_ops::HeaderOps,
     bench::BenchEmpty,
     bench::BenchHeaders,
