@@ -31,6 +31,8 @@ use bstr::BString;
 use mlua::{AnyUserData, Lua, Table, UserData, Value as LuaValue, Variadic};
 use serde_json::json;
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
@@ -143,7 +145,11 @@ pub fn describe<P: Plugin>() -> crate::Result<serde_json::Value> {
         ));
     }
     let parts: Vec<&str> = P::VERSION.split('.').collect();
-    if parts.len() > 3 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.len() > 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
         problems.push(format!(
             "Plugin \"{}\": VERSION {:?} does not follow the \"x.y.z\" format Kong requires",
             P::NAME,
@@ -191,11 +197,16 @@ impl<S: 'static> UserData for StateBox<S> {}
 /// they are for the deserialiser, which refuses cycles.
 const NULL_STRIP_DEPTH: usize = 64;
 
-/// `conf` with every record field that is `null` left out. Kong stores a
-/// field that is not set as `null` (`ngx.null`, a NULL light userdata; see
-/// `process_auto_fields` in kong/db/schema/init.lua), while serde's
-/// `#[serde(default)]` applies to missing fields only: without this, an
-/// optional `Vec` field left out in the Admin API would fail to parse.
+/// `conf` as the config type sees it: every record field that is `null`
+/// left out, and at the top the keys Kong itself adds to `conf` at run time
+/// ([`RUNTIME_KEYS`](crate::metaschema::RUNTIME_KEYS): `route_id`,
+/// `__plugin_id`, `__seq__`, …), so a config type with
+/// `#[serde(deny_unknown_fields)]` sees only the plugin's own fields.
+///
+/// Kong stores a field that is not set as `null` (`ngx.null`, a NULL light
+/// userdata; see `process_auto_fields` in kong/db/schema/init.lua), while
+/// serde's `#[serde(default)]` applies to missing fields only: without this,
+/// an optional `Vec` field left out in the Admin API would fail to parse.
 /// Array elements are kept as they are.
 fn without_nulls(lua: &Lua, value: LuaValue, depth: usize) -> mlua::Result<LuaValue> {
     let LuaValue::Table(table) = value else {
@@ -208,9 +219,15 @@ fn without_nulls(lua: &Lua, value: LuaValue, depth: usize) -> mlua::Result<LuaVa
     copy.set_metatable(table.metatable())?;
     for pair in table.pairs::<LuaValue, LuaValue>() {
         let (key, value) = pair?;
-        let null = matches!(value, LuaValue::LightUserData(ud) if ud.0.is_null());
-        if null && matches!(key, LuaValue::String(_)) {
-            continue;
+        if let LuaValue::String(name) = &key {
+            let null = matches!(value, LuaValue::LightUserData(ud) if ud.0.is_null());
+            let runtime = depth == NULL_STRIP_DEPTH
+                && crate::metaschema::RUNTIME_KEYS
+                    .iter()
+                    .any(|k| name.as_bytes() == k.as_bytes());
+            if null || runtime {
+                continue;
+            }
         }
         copy.raw_set(key, without_nulls(lua, value, depth - 1)?)?;
     }
@@ -278,7 +295,10 @@ fn factory<P: Plugin>(
                         plugin,
                         counters: new_counters.clone(),
                     });
-                    let table = instance_table(lua, &new_registry, &instance)?;
+                    let table = match instance_table(lua, &new_registry, &instance) {
+                        Ok(table) => table,
+                        Err(e) => return Ok((LuaValue::Nil, Some(e.to_string()))),
+                    };
                     if fast_path == Some(true) {
                         add_fast_path(lua, &table, &instance)?;
                     }
@@ -310,60 +330,72 @@ fn factory<P: Plugin>(
 }
 
 /// The live instances of one plugin type, by id. The phase functions look
-/// an instance up here from the integer id the Lua side passes, which costs
-/// a few ns where borrowing a typed userdata costs ~50.
+/// an instance up here from the number the Lua side passes, which costs a
+/// few ns where borrowing a typed userdata costs ~50.
+///
+/// Ids are never reused: each instance gets the next integer, so a stale id
+/// can never reach a later instance. They travel as Lua numbers (doubles),
+/// exact up to 2^53 - 1; past that (2^53 instances built in one worker, i.e.
+/// centuries at a million config rebuilds a second) building is refused
+/// instead of handing out an id that would round onto another.
 struct Registry<P> {
-    slots: Vec<Slot<P>>,
-    free: Vec<usize>,
+    live: HashMap<i64, Rc<Instance<P>>, BuildHasherDefault<IdHasher>>,
+    next: i64,
 }
 
-struct Slot<P> {
-    generation: u32,
-    instance: Option<Rc<Instance<P>>>,
-}
+/// The largest integer a double holds exactly, and so the last id.
+const MAX_ID: i64 = (1 << 53) - 1;
 
 impl<P> Default for Registry<P> {
     fn default() -> Self {
         Registry {
-            slots: Vec::new(),
-            free: Vec::new(),
+            live: HashMap::default(),
+            next: 1,
         }
     }
 }
 
 impl<P> Registry<P> {
-    /// Stores an instance; its id encodes the slot and a generation, so a
-    /// stale id never reaches a later instance in the same slot.
-    fn insert(&mut self, instance: Rc<Instance<P>>) -> i64 {
-        let index = match self.free.pop() {
-            Some(index) => index,
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    instance: None,
-                });
-                self.slots.len() - 1
-            }
-        };
-        let slot = &mut self.slots[index];
-        slot.generation = slot.generation.wrapping_add(1);
-        slot.instance = Some(instance);
-        (i64::from(slot.generation) << 32) | index as i64
+    /// Stores an instance under a new id.
+    fn insert(&mut self, instance: Rc<Instance<P>>) -> Result<i64, String> {
+        let id = self.next;
+        if id > MAX_ID {
+            return Err(format!(
+                "instance ids exhausted: {MAX_ID} instances were built in this worker; \
+                 restart it"
+            ));
+        }
+        self.next += 1;
+        self.live.insert(id, instance);
+        Ok(id)
     }
 
     fn get(&self, id: i64) -> Option<Rc<Instance<P>>> {
-        let index = usize::try_from(id & 0xffff_ffff).ok()?;
-        let slot = self.slots.get(index)?;
-        (i64::from(slot.generation) == id >> 32)
-            .then(|| slot.instance.clone())
-            .flatten()
+        self.live.get(&id).cloned()
     }
 
     fn remove(&mut self, id: i64) -> Option<Rc<Instance<P>>> {
-        self.get(id)?;
-        let index = usize::try_from(id & 0xffff_ffff).ok()?;
-        self.free.push(index);
-        self.slots[index].instance.take()
+        self.live.remove(&id)
+    }
+}
+
+/// Hashes an id with one multiplication (Fibonacci hashing): ids are
+/// distinct integers chosen by us, so SipHash's flood resistance buys
+/// nothing on this hot path.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_i64(&mut self, id: i64) {
+        self.0 = (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
@@ -396,7 +428,10 @@ fn instance_table<P: Plugin>(
     registry: &Rc<RefCell<Registry<P>>>,
     instance: &Rc<Instance<P>>,
 ) -> mlua::Result<Table> {
-    let id = registry.borrow_mut().insert(instance.clone());
+    let id = registry
+        .borrow_mut()
+        .insert(instance.clone())
+        .map_err(mlua::Error::runtime)?;
     let table = lua.create_table_with_capacity(0, 4)?;
     table.raw_set("id", id)?;
     table.raw_set(
@@ -498,7 +533,11 @@ fn dispatch<P: Plugin>(
     eof: bool,
 ) -> mlua::Result<Variadic<LuaValue>> {
     let mut pdk = LuaPdk::new(lua, cache);
-    pdk.set_request_body(body);
+    // The glue reads the body before these phases of such a plugin and
+    // hands it over, nil when it did not fit into the client body buffer.
+    if P::READS_REQUEST_BODY && matches!(phase, Phase::Rewrite | Phase::Access) {
+        pdk.set_request_body(body);
+    }
     pdk.set_phase(phase);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         run_phase::<P>(plugin, phase, &mut pdk, chunk, eof)
@@ -622,5 +661,67 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         text.clone()
     } else {
         "unknown panic payload".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+
+    fn instance(counters: &Rc<Counters>) -> Rc<Instance<Nothing>> {
+        counters.live.set(counters.live.get() + 1);
+        Rc::new(Instance {
+            plugin: Nothing,
+            counters: counters.clone(),
+        })
+    }
+
+    #[test]
+    fn ids_stay_exact_through_lua_numbers_up_to_2_pow_53() {
+        let lua = Lua::new();
+        let counters = Rc::new(Counters::default());
+        let mut registry = Registry::<Nothing> {
+            live: HashMap::default(),
+            next: MAX_ID - 1,
+        };
+        let a = registry.insert(instance(&counters)).expect("2^53 - 2");
+        let b = registry.insert(instance(&counters)).expect("2^53 - 1");
+        assert_eq!((a, b), (MAX_ID - 1, MAX_ID));
+        // Through a Lua number (a double) and back, as the glue passes them.
+        let roundtrip = |id: i64| -> i64 {
+            let f: mlua::Function = lua
+                .load("return function(id) return id end")
+                .eval()
+                .unwrap();
+            f.call::<i64>(id).unwrap()
+        };
+        assert_eq!(roundtrip(a), a);
+        assert_eq!(roundtrip(b), b);
+        assert!(registry.get(roundtrip(a)).is_some());
+        assert!(registry.get(roundtrip(b)).is_some());
+        assert!(registry.remove(a).is_some());
+        assert!(registry.get(a).is_none(), "removed ids are not found again");
+        assert!(registry.get(b).is_some());
+        // The next id would not survive a double: refused, with a reason.
+        let err = registry
+            .insert(instance(&counters))
+            .expect_err("past 2^53 - 1");
+        assert!(err.contains("instance ids exhausted"), "{err}");
+        assert_eq!(counters.live.get(), 1, "the refused instance was dropped");
+    }
+
+    #[test]
+    fn ids_are_never_reused() {
+        let counters = Rc::new(Counters::default());
+        let mut registry = Registry::<Nothing>::default();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let id = registry.insert(instance(&counters)).unwrap();
+            assert!(seen.insert(id));
+            registry.remove(id);
+        }
+        assert!(registry.live.is_empty());
     }
 }

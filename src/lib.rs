@@ -67,8 +67,8 @@ extern crate self as kong_rs;
 
 mod bridge;
 mod error;
-mod metaschema;
 pub mod ffi;
+mod metaschema;
 pub mod pdk;
 mod plugin;
 pub mod plugins;

@@ -195,12 +195,16 @@ fn value_fits(value: &Value, field: &Map<String, Value>) -> Result<(), String> {
     match value {
         Value::Array(items) => {
             if let Some(elements) = nested("elements") {
-                items.iter().try_for_each(|item| value_fits(item, elements))?;
+                items
+                    .iter()
+                    .try_for_each(|item| value_fits(item, elements))?;
             }
         }
         Value::Object(entries) if kind == "map" => {
             if let Some(values) = nested("values") {
-                entries.values().try_for_each(|item| value_fits(item, values))?;
+                entries
+                    .values()
+                    .try_for_each(|item| value_fits(item, values))?;
             }
         }
         _ => {}
@@ -241,7 +245,10 @@ mod tests {
         let short = record(json!([{ "port": { "type": "integer", "description": "Port." } }]));
         let problems = check_config(&short);
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].starts_with("config.port: the description"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("config.port: the description"),
+            "{problems:?}"
+        );
         let long = "x".repeat(501);
         let long = record(json!([{ "a": { "type": "string", "description": long } }]));
         assert_eq!(check_config(&long).len(), 1);
@@ -276,12 +283,27 @@ mod tests {
     fn defaults_must_be_values_of_their_field() {
         for (field, ok) in [
             (json!({ "type": "integer", "default": 1.5 }), false),
-            (json!({ "type": "integer", "between": [1, 10], "default": 11 }), false),
-            (json!({ "type": "string", "one_of": ["a"], "default": "b" }), false),
-            (json!({ "type": "string", "len_min": 2, "default": "a" }), false),
-            (json!({ "type": "array", "elements": { "type": "integer" }, "default": ["a"] }), false),
+            (
+                json!({ "type": "integer", "between": [1, 10], "default": 11 }),
+                false,
+            ),
+            (
+                json!({ "type": "string", "one_of": ["a"], "default": "b" }),
+                false,
+            ),
+            (
+                json!({ "type": "string", "len_min": 2, "default": "a" }),
+                false,
+            ),
+            (
+                json!({ "type": "array", "elements": { "type": "integer" }, "default": ["a"] }),
+                false,
+            ),
             (json!({ "type": "number", "default": 1.5 }), true),
-            (json!({ "type": "string", "one_of": ["a"], "default": "a" }), true),
+            (
+                json!({ "type": "string", "one_of": ["a"], "default": "a" }),
+                true,
+            ),
         ] {
             let problems = check_config(&record(json!([{ "f": field.clone() }])));
             assert_eq!(problems.is_empty(), ok, "{field}: {problems:?}");

@@ -307,7 +307,7 @@ fn a_stale_or_forged_instance_id_is_an_error_not_another_instance() {
     drop(instance);
     lua.gc_collect().unwrap();
     lua.gc_collect().unwrap();
-    // The slot is reused by the next instance, with a new generation.
+    // Ids are never reused: the next instance gets a new one.
     let next = self::instance(&lua, &factory, "continue");
     let next_id: i64 = next.as_table().unwrap().get("id").unwrap();
     assert_ne!(id, next_id);
@@ -319,4 +319,56 @@ fn a_stale_or_forged_instance_id_is_an_error_not_another_instance() {
         );
     }
     assert!(access.call::<mlua::MultiValue>(next_id).is_ok());
+}
+
+/// A config type that refuses unknown fields.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct StrictConfig {
+    /// The only field this plugin has.
+    #[allow(dead_code)]
+    name: String,
+}
+
+struct Strict;
+
+#[kong_rs::plugin]
+impl Plugin for Strict {
+    type Config = StrictConfig;
+    type State = ();
+    const NAME: &'static str = "strict";
+    const VERSION: &'static str = "1.0.0";
+    const PRIORITY: i32 = 1;
+
+    fn new(_config: StrictConfig) -> Result<Self> {
+        Ok(Strict)
+    }
+}
+
+#[test]
+fn keys_kong_adds_to_conf_at_run_time_do_not_break_deny_unknown_fields() {
+    let lua = Lua::new();
+    let mut builder = ModuleBuilder::new(&lua).unwrap();
+    builder.add::<Strict>().unwrap();
+    let plugins: Table = builder.finish().unwrap().get("plugins").unwrap();
+    let factory: Table = plugins.get("strict").unwrap();
+    let new: mlua::Function = factory.get("new").unwrap();
+    // What kong/runloop/plugins_iterator.lua adds to every conf.
+    let conf: Table = lua
+        .load(
+            r#"return { name = "x", route_id = "r", service_id = "s", consumer_id = "c",
+                        plugin_instance_name = "p", __plugin_id = "id", __ws_id = "ws",
+                        __key__ = "plugins:strict:r:s:c::ws", __seq__ = 7 }"#,
+        )
+        .eval()
+        .unwrap();
+    let (instance, err): (Option<Table>, Option<String>) = new.call(&conf).unwrap();
+    assert!(instance.is_some(), "{err:?}");
+    // The conf table Kong owns is not changed.
+    assert_eq!(conf.get::<i64>("__seq__").unwrap(), 7);
+    // A key Kong does not add is still refused, by name.
+    conf.set("colour", "red").unwrap();
+    let (instance, err): (Option<Table>, Option<String>) = new.call(&conf).unwrap();
+    assert!(instance.is_none());
+    assert!(err.unwrap().contains("unknown field `colour`"));
 }

@@ -269,16 +269,24 @@ function _M.new(native_name, plugin_name, opts)
 
   local new_instance = factory.new
   local instances = setmetatable({}, { __mode = "k" })
+  -- A conf the constructor refused, with its message: built once per conf
+  -- table like a good one, not again on every request.
+  local refused = setmetatable({}, { __mode = "k" })
 
   local function instance_for(conf)
     local instance = instances[conf]
     if instance then
       return instance
     end
-    local err
+    local err = refused[conf]
+    if err then
+      return nil, err
+    end
     instance, err = new_instance(conf, use_fast_path)
     if not instance then
-      return nil, "invalid configuration: " .. tostring(err)
+      err = "invalid configuration: " .. tostring(err)
+      refused[conf] = err
+      return nil, err
     end
     if instance.fast then
       -- Lua owns the FFI handle: freed by the GC with the instance.

@@ -34,6 +34,20 @@ describe(PLUGIN_NAME .. ": (unit)", function()
     assert.matches("config.message: invalid value", err, nil, true)
   end)
 
+  it("builds a refused conf once, not on every request, and answers each 500", function()
+    local conf = { message = "caf\233" }
+    local built = factory.stats().built
+    for _ = 1, 3 do
+      local state = stub.install()
+      handler:access(conf)
+      assert.equal(1, #state.exits)
+      assert.equal(500, state.exits[1].status)
+      local errors = stub.logs_at(state, "err")
+      assert.matches("invalid configuration: config.message", errors[1], nil, true)
+    end
+    assert.equal(built + 1, factory.stats().built)
+  end)
+
   it("performs the deferred exit with deny_status", function()
     local state = stub.install()
     handler:access({ message = "go away", deny_status = 403 })

@@ -103,6 +103,7 @@ function _M.install(request)
   kong.client.get_forwarded_ip = function() return "127.0.0.1" end
   kong.router.get_route = function() return { id = "route-id", name = "r" } end
   kong.router.get_service = function() return { id = "service-id", name = "s" } end
+  kong.nginx.get_subsystem = function() return "http" end
 
   _G.kong = kong
   _G.ngx = _G.ngx or {}

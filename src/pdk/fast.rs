@@ -201,8 +201,8 @@ impl Ctx for FastPdk<'_> {
 }
 
 impl Nginx for FastPdk<'_> {
-    fn get_var(&mut self, _name: &str) -> Result<Option<Vec<u8>>> {
-        unavailable("nginx.get_var")
+    fn get_subsystem(&mut self) -> Result<String> {
+        unavailable("nginx.get_subsystem")
     }
 }
 

@@ -8,7 +8,7 @@ use super::actions::{self, Actions, Op};
 use super::ngx::NgxRequest;
 use super::{
     Client, Ctx, Entity, Headers, Log, LogLevel, Nginx, QueryValue, Request, Response, Router,
-    ServiceRequest, ServiceResponse, Value,
+    ServiceRequest, ServiceResponse, Value, kong_header_value,
 };
 use crate::error::{Error, Result};
 use crate::plugin::Phase;
@@ -30,11 +30,6 @@ macro_rules! pdk_functions {
 }
 
 pdk_functions! {
-    LogErr = "log.err",
-    LogWarn = "log.warn",
-    LogNotice = "log.notice",
-    LogInfo = "log.info",
-    LogDebug = "log.debug",
     ReqGetHeader = "request.get_header",
     ReqGetHeaders = "request.get_headers",
     ReqGetMethod = "request.get_method",
@@ -73,7 +68,7 @@ pdk_functions! {
     CliGetPort = "client.get_port",
     CliGetConsumer = "client.get_consumer",
     CliGetCredential = "client.get_credential",
-    NgxGetVar = "nginx.get_var",
+    NgxGetSubsystem = "nginx.get_subsystem",
     RouterGetRoute = "router.get_route",
     RouterGetService = "router.get_service",
 }
@@ -81,13 +76,23 @@ pdk_functions! {
 struct Handles {
     functions: Vec<OnceCell<Function>>,
     ctx: OnceCell<Table>,
+    log: OnceCell<Function>,
 }
+
+/// Logs through `kong.log`, resolved on every call: Kong answers `kong.log`
+/// with the logger of the plugin that is running (`ngx.ctx.KONG_LOG`, see
+/// kong/pdk/init.lua), so a cached `kong.log.err` would tag every plugin's
+/// lines with the name of the first one that logged. Not a tail call, so
+/// Kong's `%file_src:%line_src` (the caller of `kong.log.err`) names this
+/// chunk, `kong-rs:1`, rather than `[C]:-1`.
+const LOG_SHIM: &str = "return function(level, message) kong.log[level](message) end";
 
 impl Handles {
     fn new() -> Self {
         Handles {
             functions: PATHS.iter().map(|_| OnceCell::new()).collect(),
             ctx: OnceCell::new(),
+            log: OnceCell::new(),
         }
     }
 }
@@ -117,9 +122,10 @@ impl PdkCache {
     }
 }
 
-/// The `kong.*` function that performs a deferred write.
-fn op_function(op: Op) -> F {
-    match op {
+/// The `kong.*` function that performs a deferred write; log lines go
+/// through [`LOG_SHIM`] instead.
+fn op_function(op: Op) -> Option<F> {
+    Some(match op {
         Op::RespSetHeader => F::RespSetHeader,
         Op::RespAddHeader => F::RespAddHeader,
         Op::RespClearHeader => F::RespClearHeader,
@@ -131,12 +137,8 @@ fn op_function(op: Op) -> F {
         Op::SreqSetRawQuery => F::SreqSetRawQuery,
         Op::SreqSetMethod => F::SreqSetMethod,
         Op::SreqSetRawBody => F::SreqSetRawBody,
-        Op::LogErr => F::LogErr,
-        Op::LogWarn => F::LogWarn,
-        Op::LogNotice => F::LogNotice,
-        Op::LogInfo => F::LogInfo,
-        Op::LogDebug => F::LogDebug,
-    }
+        Op::LogErr | Op::LogWarn | Op::LogNotice | Op::LogInfo | Op::LogDebug => return None,
+    })
 }
 
 /// The PDK of a phase running inside the worker.
@@ -159,8 +161,9 @@ pub struct LuaPdk<'lua> {
     // kong.ctx.shared / kong.ctx.plugin of this request, fetched on first use.
     shared: Option<Table>,
     plugin: Option<Table>,
-    // The request body the Lua side already read, if it handed it over.
-    body: Option<mlua::LuaString>,
+    // The request body the Lua side already read, if it handed it over
+    // (`Some(None)`: it did not fit into the client body buffer).
+    body: Option<Option<mlua::LuaString>>,
     // The phase this PDK serves: it decides which direct calls (super::ngx)
     // Kong would allow; `None` allows none.
     phase: Option<Phase>,
@@ -243,9 +246,11 @@ impl<'lua> LuaPdk<'lua> {
     }
 
     /// Hands over the request body the Lua side read (READS_REQUEST_BODY),
-    /// so `get_raw_body` need not call back into Lua.
+    /// so `get_raw_body` need not call back into Lua: `None` when
+    /// `kong.request.get_raw_body()` answered `nil` (the body did not fit
+    /// into the client body buffer).
     pub(crate) fn set_request_body(&mut self, body: Option<mlua::LuaString>) {
-        self.body = body;
+        self.body = Some(body);
     }
 
     /// Queues a write for the Lua side.
@@ -269,7 +274,17 @@ impl<'lua> LuaPdk<'lua> {
         }
         let actions = self.actions.take();
         for (op, name, value) in actions::decode(&actions)? {
-            let function = op_function(op);
+            let Some(function) = op_function(op) else {
+                let level = match op {
+                    Op::LogErr => LogLevel::Err,
+                    Op::LogWarn => LogLevel::Warn,
+                    Op::LogNotice => LogLevel::Notice,
+                    Op::LogInfo => LogLevel::Info,
+                    _ => LogLevel::Debug,
+                };
+                self.log_bytes(level, value)?;
+                continue;
+            };
             match op {
                 Op::RespClearHeader | Op::SreqClearHeader => {
                     self.call::<()>(function, self.lua.create_string(name)?)?
@@ -282,9 +297,6 @@ impl<'lua> LuaPdk<'lua> {
                     self.call::<()>(function, status)?
                 }
                 Op::SreqSetPath | Op::SreqSetRawQuery | Op::SreqSetMethod | Op::SreqSetRawBody => {
-                    self.call::<()>(function, self.lua.create_string(value)?)?
-                }
-                Op::LogErr | Op::LogWarn | Op::LogNotice | Op::LogInfo | Op::LogDebug => {
                     self.call::<()>(function, self.lua.create_string(value)?)?
                 }
                 _ => self.call::<()>(
@@ -481,24 +493,40 @@ fn value_to_lua(lua: &Lua, value: Value) -> Result<LuaValue> {
 
 crate::pdk::namespaces!(LuaPdk<'_>);
 
+impl LuaPdk<'_> {
+    /// Logs `message` through the running plugin's `kong.log` (see [`LOG_SHIM`]).
+    fn log_bytes(&self, level: LogLevel, message: &[u8]) -> Result<()> {
+        let shim = match self.handles.log.get() {
+            Some(shim) => shim,
+            None => {
+                let shim: Function = self.lua.load(LOG_SHIM).set_name("=kong-rs").call(())?;
+                self.handles.log.get_or_init(|| shim)
+            }
+        };
+        shim.call((level.name(), self.lua.create_string(message)?))
+            .map_err(|e| Error::with_context(format_args!("kong.log.{}", level.name()), e))
+    }
+}
+
 impl Log for LuaPdk<'_> {
     fn log(&mut self, level: LogLevel, message: &str) -> Result<()> {
-        let id = match level {
-            LogLevel::Err => F::LogErr,
-            LogLevel::Warn => F::LogWarn,
-            LogLevel::Notice => F::LogNotice,
-            LogLevel::Info => F::LogInfo,
-            LogLevel::Debug => F::LogDebug,
-        };
-        self.call(id, message)
+        self.log_bytes(level, message.as_bytes())
     }
 }
 
 impl Request for LuaPdk<'_> {
     fn get_header(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
         self.flush()?;
-        if let Some(request) = self.direct(Direct::RequestRead) {
-            if let Some(value) = request.header(name)? {
+        if let Some(request) = self.direct(Direct::RequestRead)
+            && let Some(value) = request.header(name)?
+        {
+            // nginx >= 1.23 joins a repeated header into `$http_*` with ", ";
+            // Kong 3.6+ then returns the first value (kong/tools/http.lua
+            // get_header), which only its Lua path can find.
+            let joined = value
+                .as_ref()
+                .is_some_and(|v| v.windows(2).any(|w| w == b", "));
+            if !joined {
                 return Ok(value);
             }
         }
@@ -569,11 +597,12 @@ impl Request for LuaPdk<'_> {
     fn get_raw_body(&mut self) -> Result<Option<Vec<u8>>> {
         self.flush()?;
         if let Some(body) = &self.body {
-            return Ok(Some(body.as_bytes().to_vec()));
+            return Ok(body.as_ref().map(|body| body.as_bytes().to_vec()));
         }
-        Ok(self
-            .call_checked::<BString>(F::ReqGetRawBody, ())?
-            .map(Into::into))
+        // `nil, err` here only means "did not fit into the client body
+        // buffer" (the other errors need a max_allowed_file_size argument).
+        let (body, _err): (Option<BString>, Option<BString>) = self.call(F::ReqGetRawBody, ())?;
+        Ok(body.map(Into::into))
     }
     fn get_start_time(&mut self) -> Result<f64> {
         self.flush()?;
@@ -606,7 +635,7 @@ impl Response for LuaPdk<'_> {
         if let Some(request) = self.direct(Direct::ResponseWrite).filter(|_| plain) {
             // Writes queued earlier take effect first, in order.
             self.flush()?;
-            return request.set_response_header(name, value);
+            return request.set_response_header(name, kong_header_value(value));
         }
         self.defer(Op::RespSetHeader, name.as_bytes(), value)
     }
@@ -626,7 +655,7 @@ impl ServiceRequest for LuaPdk<'_> {
         if let Some(request) = self.direct(Direct::ServiceRequestWrite).filter(|_| plain) {
             // Writes queued earlier take effect first, in order.
             self.flush()?;
-            return request.set_request_header(name, value);
+            return request.set_request_header(name, kong_header_value(value));
         }
         self.defer(Op::SreqSetHeader, name.as_bytes(), value)
     }
@@ -730,11 +759,8 @@ impl Ctx for LuaPdk<'_> {
 }
 
 impl Nginx for LuaPdk<'_> {
-    fn get_var(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
-        self.flush()?;
-        Ok(self
-            .call::<Option<BString>>(F::NgxGetVar, name)?
-            .map(Into::into))
+    fn get_subsystem(&mut self) -> Result<String> {
+        self.call(F::NgxGetSubsystem, ())
     }
 }
 

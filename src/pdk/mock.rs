@@ -8,7 +8,7 @@
 
 use super::{
     Client, Ctx, Entity, Headers, Log, LogLevel, Nginx, QueryValue, Request, Response, Router,
-    ServiceRequest, ServiceResponse, Value,
+    ServiceRequest, ServiceResponse, Value, kong_header_value,
 };
 use crate::error::{Error, Result};
 use crate::plugin::{Flow, Plugin};
@@ -25,8 +25,12 @@ pub struct MockPdk {
     pub query: Vec<u8>,
     /// The client request's headers (names matched case-insensitively).
     pub request_headers: Headers,
-    /// The client request's body.
+    /// The client request's body (`None`: the request has none).
     pub request_body: Option<Vec<u8>>,
+    /// The body was larger than `client_body_buffer_size` and nginx
+    /// buffered it to a file: `get_raw_body` then answers `None`, as Kong's
+    /// answers `nil, err`.
+    pub request_body_in_file: bool,
     /// `"http"` or `"https"`.
     pub scheme: String,
     /// The requested host.
@@ -75,8 +79,8 @@ pub struct MockPdk {
     pub ctx_shared: Vec<(String, Value)>,
     /// `kong.ctx.plugin`.
     pub ctx_plugin: Vec<(String, Value)>,
-    /// nginx variables.
-    pub vars: Vec<(String, Vec<u8>)>,
+    /// The nginx subsystem, `"http"` unless set to `"stream"`.
+    pub subsystem: String,
     /// Every `kong.log.*` line.
     pub logs: Vec<(LogLevel, String)>,
     /// Every PDK call, in order, as `"namespace.function"`.
@@ -115,6 +119,7 @@ impl MockPdk {
             query: query.as_bytes().to_vec(),
             request_headers: vec![("host".to_string(), b"localhost".to_vec())],
             request_body: body.map(<[u8]>::to_vec),
+            request_body_in_file: false,
             scheme: "http".to_string(),
             host: "localhost".to_string(),
             port: 8000,
@@ -139,7 +144,7 @@ impl MockPdk {
             service_body: None,
             ctx_shared: Vec::new(),
             ctx_plugin: Vec::new(),
-            vars: Vec::new(),
+            subsystem: "http".to_string(),
             logs: Vec::new(),
             calls: Vec::new(),
             failures: Vec::new(),
@@ -331,7 +336,10 @@ impl Request for MockPdk {
     }
     fn get_raw_body(&mut self) -> Result<Option<Vec<u8>>> {
         self.enter("request.get_raw_body")?;
-        Ok(self.request_body.clone())
+        if self.request_body_in_file {
+            return Ok(None);
+        }
+        Ok(Some(self.request_body.clone().unwrap_or_default()))
     }
     fn get_start_time(&mut self) -> Result<f64> {
         self.enter("request.get_start_time")?;
@@ -359,13 +367,13 @@ impl Response for MockPdk {
     }
     fn set_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
         self.enter("response.set_header")?;
-        set(&mut self.response_headers, name, value);
+        set(&mut self.response_headers, name, kong_header_value(value));
         Ok(())
     }
     fn add_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
         self.enter("response.add_header")?;
         self.response_headers
-            .push((name.to_string(), value.to_vec()));
+            .push((name.to_string(), kong_header_value(value).to_vec()));
         Ok(())
     }
     fn clear_header(&mut self, name: &str) -> Result<()> {
@@ -379,13 +387,13 @@ impl Response for MockPdk {
 impl ServiceRequest for MockPdk {
     fn set_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
         self.enter("service.request.set_header")?;
-        set(&mut self.upstream_headers, name, value);
+        set(&mut self.upstream_headers, name, kong_header_value(value));
         Ok(())
     }
     fn add_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
         self.enter("service.request.add_header")?;
         self.upstream_headers
-            .push((name.to_string(), value.to_vec()));
+            .push((name.to_string(), kong_header_value(value).to_vec()));
         Ok(())
     }
     fn clear_header(&mut self, name: &str) -> Result<()> {
@@ -397,7 +405,7 @@ impl ServiceRequest for MockPdk {
     fn set_headers(&mut self, headers: &[(&str, &[u8])]) -> Result<()> {
         self.enter("service.request.set_headers")?;
         for (name, value) in headers {
-            set(&mut self.upstream_headers, name, value);
+            set(&mut self.upstream_headers, name, kong_header_value(value));
         }
         Ok(())
     }
@@ -496,13 +504,9 @@ impl Ctx for MockPdk {
 }
 
 impl Nginx for MockPdk {
-    fn get_var(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
-        self.enter("nginx.get_var")?;
-        Ok(self
-            .vars
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone()))
+    fn get_subsystem(&mut self) -> Result<String> {
+        self.enter("nginx.get_subsystem")?;
+        Ok(self.subsystem.clone())
     }
 }
 

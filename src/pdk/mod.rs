@@ -55,6 +55,13 @@ use crate::error::Result;
 /// request headers); a header sent several times appears once per value.
 pub type Headers = Vec<(String, Vec<u8>)>;
 
+/// A header value as Kong's PDK writes it: an empty one becomes `" "`
+/// (`normalize_header` in kong/pdk/private/checks.lua), so the header is
+/// sent rather than removed.
+pub(crate) fn kong_header_value(value: &[u8]) -> &[u8] {
+    if value.is_empty() { b" " } else { value }
+}
+
 /// The `kong` global, as seen from a phase method.
 pub trait Pdk {
     /// `kong.log`.
@@ -201,7 +208,9 @@ pub enum QueryValue {
 /// Every method's `# Errors`: when the Lua side raises, e.g. the call is not
 /// available in the current phase.
 pub trait Request {
-    /// `get_header(name)`: the first value of header `name` (case-insensitive).
+    /// `get_header(name)`: the first value of header `name` (case-insensitive),
+    /// as Kong 3.6+ answers: a header sent twice (`X-Dup: a`, `X-Dup: b`)
+    /// gives `a` (Kong before 3.6 on nginx >= 1.23 gave `a, b`).
     fn get_header(&mut self, name: &str) -> Result<Option<Vec<u8>>>;
     /// `get_headers()`: every header, one pair per value.
     fn get_headers(&mut self) -> Result<Headers>;
@@ -225,8 +234,13 @@ pub trait Request {
     fn get_port(&mut self) -> Result<u16>;
     /// `get_http_version()`: `1.0`, `1.1`, `2.0`…
     fn get_http_version(&mut self) -> Result<Option<f64>>;
-    /// `get_raw_body()`: the body, `None` when absent or buffered to a file
-    /// larger than Kong will read. Needs [`Plugin::READS_REQUEST_BODY`](crate::Plugin::READS_REQUEST_BODY).
+    /// `get_raw_body()`: the body, empty when the request has none. `None`
+    /// when nginx buffered it to a file because it is larger than
+    /// `client_body_buffer_size` (Kong's default: 8k), where Kong's
+    /// `get_raw_body` answers `nil, "request body did not fit into client
+    /// body buffer, …"`; a plugin decides what that means for it. Declare
+    /// [`Plugin::READS_REQUEST_BODY`](crate::Plugin::READS_REQUEST_BODY) so
+    /// the body is read before the phase (reading may yield).
     fn get_raw_body(&mut self) -> Result<Option<Vec<u8>>>;
     /// `get_start_time()`: when the request started, in ms since the epoch.
     fn get_start_time(&mut self) -> Result<f64>;
@@ -245,7 +259,8 @@ pub trait Response {
     fn get_headers(&mut self) -> Result<Headers>;
     /// `set_status(status)`.
     fn set_status(&mut self, status: u16) -> Result<()>;
-    /// `set_header(name, value)`: replaces any existing value.
+    /// `set_header(name, value)`: replaces any existing value; an empty value
+    /// is sent as `" "`, as Kong does (kong/pdk/private/checks.lua).
     fn set_header(&mut self, name: &str, value: &[u8]) -> Result<()>;
     /// `add_header(name, value)`: adds a value, keeping existing ones.
     fn add_header(&mut self, name: &str, value: &[u8]) -> Result<()>;
@@ -258,7 +273,8 @@ pub trait Response {
 /// Every method's `# Errors`: when the Lua side raises, e.g. the call is
 /// made after the request was sent.
 pub trait ServiceRequest {
-    /// `set_header(name, value)`.
+    /// `set_header(name, value)`; an empty value is sent as `" "`, as Kong
+    /// does (kong/pdk/private/checks.lua).
     fn set_header(&mut self, name: &str, value: &[u8]) -> Result<()>;
     /// `add_header(name, value)`.
     fn add_header(&mut self, name: &str, value: &[u8]) -> Result<()>;
@@ -368,13 +384,15 @@ pub trait Ctx {
     fn plugin_set(&mut self, key: &str, value: Value) -> Result<()>;
 }
 
-/// `kong.nginx`.
+/// `kong.nginx`. Kong's PDK has no `kong.nginx.get_var` (only the
+/// plugin-server shim had one); nginx variables a plugin needs come through
+/// the other namespaces.
 pub trait Nginx {
-    /// `kong.nginx.get_var(name)` (`ngx.var[name]`).
+    /// `kong.nginx.get_subsystem()`: `"http"` or `"stream"`.
     ///
     /// # Errors
     /// When the Lua side raises.
-    fn get_var(&mut self, name: &str) -> Result<Option<Vec<u8>>>;
+    fn get_subsystem(&mut self) -> Result<String>;
 }
 
 /// `kong.router`: what the router matched.

@@ -42,13 +42,19 @@ local function validate_header(name, value)
 end
 _M.validate_header = validate_header
 
+-- As Kong's checks.normalize_multi_header (kong/pdk/private/checks.lua):
+-- an empty value is sent as " ", not dropped.
 local function normalize(value)
   if type(value) == "table" then
     local out = {}
-    for i, v in ipairs(value) do out[i] = tostring(v) end
+    for i, v in ipairs(value) do
+      v = tostring(v)
+      out[i] = v == "" and " " or v
+    end
     return out
   end
-  return tostring(value)
+  value = tostring(value)
+  return value == "" and " " or value
 end
 
 local function not_sent()

@@ -31,13 +31,19 @@ local METHODS = {
   PATCH = ngx.HTTP_PATCH, TRACE = ngx.HTTP_TRACE,
 }
 
+-- As Kong's checks.normalize_multi_header (kong/pdk/private/checks.lua):
+-- an empty value is sent as " ", not dropped.
 local function str(v)
   if type(v) == "table" then
     local out = {}
-    for i, x in ipairs(v) do out[i] = tostring(x) end
+    for i, x in ipairs(v) do
+      x = tostring(x)
+      out[i] = x == "" and " " or x
+    end
     return out
   end
-  return tostring(v)
+  v = tostring(v)
+  return v == "" and " " or v
 end
 
 function request.set_scheme(scheme)
