@@ -1,14 +1,28 @@
 -- rs-file-log when the file system fails (issue 4): a missing directory, a
 -- directory where the file should be, a deleted file, a full disk (a 64 KB
 -- tmpfs). Each time: the error is logged, no request fails, no worker dies,
--- and lines resume once the path works again.
+-- and lines resume once the path works again. Directories are made with
+-- the owner of h.files_dir(): the workers run as nobody when we are root.
+-- Runs on real Kong too (h.files_dir, h.worker_pids, h.error_log).
 local h = require "spec.support.helpers"
 local S = require "spec.reliability.support"
 local cjson = require "cjson.safe"
 
 local function sh(cmd)
-  local ok = os.execute(cmd .. " >/dev/null 2>&1")
-  return ok == true or ok == 0
+  return S.sh(cmd .. " >/dev/null 2>&1")
+end
+
+-- A worker keeps its log file open (reopen=false), so a plain umount of the
+-- tmpfs fails with EBUSY and the mount stays behind: detach it lazily (the
+-- kernel frees it when the last handle closes), every stacked one.
+local function unmount_all(mnt)
+  for _ = 1, 10 do
+    if not sh("mountpoint -q " .. mnt) then
+      return true
+    end
+    sh("umount -l " .. mnt)
+  end
+  return not sh("mountpoint -q " .. mnt)
 end
 
 describe("reliability: rs-file-log on a failing file system", function()
@@ -43,8 +57,8 @@ describe("reliability: rs-file-log on a failing file system", function()
   lazy_setup(function()
     h.start({ plugins = { "rs-file-log" } })
     admin, proxy = h.admin(), h.proxy()
-    dir = h.prefix_path() .. "/fs"
-    assert(sh("mkdir -p " .. dir))
+    dir = h.files_dir() .. "/fs"
+    assert(S.worker_mkdir(dir))
     h.res_status(201, admin:post("/services", { name = "svc", url = h.upstream_url() }))
     h.res_status(201, admin:post("/services/svc/routes", { name = "log", paths = { "/log" } }))
     local res = admin:post("/routes/log/plugins", { name = "rs-file-log", config = { path = dir .. "/ok.log" } })
@@ -54,7 +68,9 @@ describe("reliability: rs-file-log on a failing file system", function()
   end)
 
   lazy_teardown(function()
-    sh("umount " .. dir .. "/full")
+    if dir then
+      unmount_all(dir .. "/full")
+    end
     h.stop()
   end)
 
@@ -70,14 +86,14 @@ describe("reliability: rs-file-log on a failing file system", function()
       local offset = #h.error_log()
       all_ok(10)
       h.wait_until(function() return errors_since(offset, "could not write to " .. path) >= 10 end, 5)
-      assert(sh("mkdir -p " .. dir .. "/missing-" .. tostring(reopen)))
+      assert(S.worker_mkdir(dir .. "/missing-" .. tostring(reopen)))
       all_ok(10)
       h.wait_until(function() return #lines(path) == 10 end, 5)
     end)
 
     it("a directory where the file should be (reopen=" .. tostring(reopen) .. "): logged, lines resume once removed", function()
       local path = dir .. "/isdir-" .. tostring(reopen) .. ".log"
-      assert(sh("mkdir -p " .. path))
+      assert(S.worker_mkdir(path))
       set_path(path, reopen)
       local offset = #h.error_log()
       all_ok(10)
@@ -125,9 +141,9 @@ describe("reliability: rs-file-log on a failing file system", function()
 
   local function mount_full()
     local mnt = dir .. "/full"
-    assert(sh("mkdir -p " .. mnt))
-    sh("umount " .. mnt)
-    if not sh("mount -t tmpfs -o size=64k kong-rs-full " .. mnt) then
+    assert(S.worker_mkdir(mnt))
+    assert(unmount_all(mnt), "cannot unmount " .. mnt)
+    if not sh("mount -t tmpfs -o size=64k,mode=0777 kong-rs-full " .. mnt) then
       return nil
     end
     return mnt
@@ -172,7 +188,7 @@ describe("reliability: rs-file-log on a failing file system", function()
     os.remove(path)
     all_ok(10)
     h.wait_until(function() return #lines(path) == 10 end, 5)
-    sh("umount " .. mnt)
+    assert(unmount_all(mnt))
   end)
 
   it("full disk, space freed in place (tmpfs grown): every line written after it is valid JSON, from either worker", function()
@@ -189,7 +205,7 @@ describe("reliability: rs-file-log on a failing file system", function()
     h.sleep(0.1)
     local good = scan(path)
     assert.equal(good_before + 10, good, "a line written after ENOSPC was glued to a partial line")
-    sh("umount " .. mnt)
+    assert(unmount_all(mnt))
   end)
 
   -- nginx does not ignore SIGXFSZ, so a worker writing past RLIMIT_FSIZE
@@ -200,7 +216,7 @@ describe("reliability: rs-file-log on a failing file system", function()
     set_path(path, false)
     all_ok(4)
     for _, pid in ipairs(workers) do
-      assert(sh("prlimit --pid " .. pid .. " --fsize=4000"))
+      assert(S.limit_file_size(pid, 4000), "cannot lower RLIMIT_FSIZE of worker " .. pid)
     end
     local offset = #h.error_log()
     all_ok(40)

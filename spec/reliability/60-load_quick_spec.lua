@@ -5,7 +5,12 @@
 -- <= 2 MB after warm-up, old plugin instances freed (drop counter), no
 -- worker death. The full runs (1,000,000 requests, 1,000 PATCHes) are the
 -- documented commands, see docs/reliability.md.
+local h = require "spec.support.helpers"
 local S = require "spec.reliability.support"
+
+if h.skip_on_kong("reliability: load (quick)", "gateway only: reliability/load starts its own gateway") then
+  return
+end
 
 local function run(args)
   local p = io.popen("cd '" .. S.ROOT .. "' && WARMUP_SECONDS=2 CHUNK_SECONDS=5 reliability/load " .. args .. " 2>&1; echo __rc=$?")

@@ -28,8 +28,11 @@ function S.setenv(name, value)
   end
 end
 
---- Starts the gateway with the benchmark plugins (rs-bench-json) on the path.
+--- Starts the gateway with the benchmark plugins (rs-bench-json) on the path
+-- and the debug endpoints on (S.upstream_hits, S.stats need them).
 function S.start(opts)
+  opts = opts or {}
+  opts.debug = true
   S.setenv("KONG_RS_LUA_PATH", S.ROOT .. "/benches/plugins/?.lua")
   local ok, err = pcall(h.start, opts)
   S.setenv("KONG_RS_LUA_PATH", nil)
@@ -87,6 +90,38 @@ function S.read_lines(path)
   for line in f:lines() do out[#out + 1] = line end
   f:close()
   return out
+end
+
+--- Runs a shell command; true when it exited 0 (LuaJIT's os.execute gives
+-- the status number, Lua 5.2's gives true).
+function S.sh(cmd)
+  local r = os.execute(cmd)
+  return r == 0 or r == true
+end
+
+--- mkdir -p `path` with the owner and mode of h.files_dir(), so that the
+-- nginx workers (nobody when the gateway runs as root) can create files in it.
+function S.worker_mkdir(path)
+  local ref = h.files_dir()
+  return S.sh(("mkdir -p '%s' && chown --reference='%s' '%s' && chmod --reference='%s' '%s'")
+    :format(path, ref, path, ref, path))
+end
+
+--- Lowers RLIMIT_FSIZE of process `pid` to `bytes`. Run with the process's
+-- own uid/gid: prlimit(2) on another user's process needs CAP_SYS_RESOURCE,
+-- which a container's root may lack (the workers run as nobody).
+function S.limit_file_size(pid, bytes)
+  local f = io.open("/proc/" .. pid .. "/status")
+  if not f then return false end
+  local status = f:read("*a")
+  f:close()
+  local uid = status:match("\nUid:%s*(%d+)")
+  local gid = status:match("\nGid:%s*(%d+)")
+  local cmd = ("prlimit --pid %d --fsize=%d"):format(pid, bytes)
+  if uid ~= "0" then
+    cmd = ("setpriv --reuid=%s --regid=%s --clear-groups %s"):format(uid, gid, cmd)
+  end
+  return S.sh(cmd .. " >/dev/null 2>&1")
 end
 
 function S.log_has_death(log)

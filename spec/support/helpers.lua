@@ -2,8 +2,10 @@
 -- drives a real Kong; otherwise it starts/stops kong-rs-gateway
 -- (gateway/bin/kong-rs-gateway) in a fresh temporary prefix on free ports.
 -- Specs only use this surface:
---   h.start(opts)  opts.plugins = { "rs-hello", ... }, opts.workers, opts.declarative
---   h.stop()       h.restart()
+--   h.start(opts)  opts.plugins = { "rs-hello", ... }, opts.workers, opts.declarative,
+--                  opts.debug (gateway: the /kong-rs/... debug endpoints)
+--   h.stop()       h.restart()   (h.stop removes what h.start made)
+--   h.files_dir()  a directory the nginx workers can write to (file-log paths)
 --   h.admin() / h.proxy()  -> client with :send{method,path,headers,body,query},
 --                             :get/:post/:put/:patch/:delete(path, body?, headers?)
 --   response: { status, headers (lowercase keys), body, json = decoded or nil }
@@ -13,7 +15,9 @@
 --   h.error_log()         contents of the error log
 --   h.wait_until(fn, timeout)
 --   h.is_kong             true when running against real Kong
+--   h.skip_on_kong(name, reason) on Kong: a pending test saying why; returns true
 --   h.res_status(code, res) -> body (errors with the body when the status differs)
+-- Gateway only (nil on Kong): h.prefix_path().
 local cjson = require "cjson.safe"
 
 local h = {}
@@ -210,13 +214,14 @@ function G.start(opts)
   opts = opts or {}
   math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
   if not G.prefix then
-    local okp, out = run("mktemp -d /tmp/kong-rs-spec.XXXXXX")
+    local okp, out = run("mktemp -d \"${TMPDIR:-/tmp}/kong-rs-spec.XXXXXX\"")
     assert(okp, out)
     G.prefix = out:gsub("%s+$", "")
   end
   G.opts = opts
   local env = {
     "KONG_PLUGINS=" .. shell_quote(table.concat(opts.plugins or { "bundled" }, ",")),
+    "KONG_RS_DEBUG=" .. (opts.debug and "1" or "0"),
     "KONG_RS_PROXY_PORT=" .. random_port(),
     "KONG_RS_ADMIN_PORT=" .. random_port(),
     "KONG_RS_UPSTREAM_PORT=" .. random_port(),
@@ -232,6 +237,12 @@ function G.start(opts)
   end
   G.ports = assert(read_ports(G.prefix), "no ports.env")
   return true
+end
+
+-- What a failed start printed (for specs of start-up errors): ok, output.
+function G.try_start(opts)
+  local ok, err = pcall(G.start, opts)
+  return ok, not ok and tostring(err) or nil
 end
 
 function G.stop(keep_prefix)
@@ -294,16 +305,60 @@ function G.prefix_path()
   return G.prefix
 end
 
+function G.files_dir()
+  assert(G.prefix, "the gateway is not started")
+  return G.prefix .. "/files"
+end
+
 ---------------------------------------------------------------------------
--- real Kong backend (Pongo): not exercised by our CI
+-- real Kong backend (Kong's spec.helpers, Pongo; Postgres unless
+-- KONG_DATABASE says otherwise): not exercised by our CI
 ---------------------------------------------------------------------------
 
 local K = {}
 
+-- Our "bundled" means the plugins this rock ships; Kong's means its own.
+local OUR_BUNDLED = { "rs-hello", "rs-file-log" }
+
+local function plugin_names(list)
+  local out, seen = {}, {}
+  for _, name in ipairs(list or { "bundled" }) do
+    for _, n in ipairs(name == "bundled" and OUR_BUNDLED or { name }) do
+      if not seen[n] then
+        seen[n] = true
+        out[#out + 1] = n
+      end
+    end
+  end
+  return out
+end
+
+-- resty.http sends strings only, and Kong's spec client encodes a table
+-- body only when a Content-Type says how: default to JSON, as ours does.
+local function kong_request(req)
+  local body = req.body
+  if type(body) ~= "table" then
+    return req
+  end
+  local headers, has_ct = {}, false
+  for k, v in pairs(req.headers or {}) do
+    headers[k] = v
+    if k:lower() == "content-type" then has_ct = true end
+  end
+  local out = {}
+  for k, v in pairs(req) do out[k] = v end
+  out.headers = headers
+  if not has_ct then
+    headers["Content-Type"] = "application/json"
+    out.body = assert(cjson.encode(body))
+  end
+  return out
+end
+
 local function kong_client(make)
   return client_for(function(req)
     local c = make()
-    local res = assert(c:send(req))
+    local res = assert(c:send(kong_request(req)))
     local body = res:read_body()
     c:close()
     local headers = {}
@@ -314,25 +369,43 @@ local function kong_client(make)
   end)
 end
 
-function K.start(opts)
-  opts = opts or {}
-  local strategy = os.getenv("KONG_DATABASE") or "postgres"
-  local names = opts.plugins or { "bundled" }
-  kong_helpers.get_db_utils(strategy, nil, names)
-  K.opts = opts
-  assert(kong_helpers.start_kong({
+local function kong_env(opts)
+  local strategy = opts.declarative and "off" or (os.getenv("KONG_DATABASE") or "postgres")
+  return {
     database = strategy,
-    plugins = "bundled," .. table.concat(names, ","),
+    plugins = "bundled," .. table.concat(plugin_names(opts.plugins), ","),
     nginx_conf = "spec/fixtures/custom_nginx.template",
     nginx_worker_processes = opts.workers or 2,
     declarative_config = opts.declarative,
     db_update_frequency = 0.1,
-  }))
+  }
+end
+
+function K.start(opts)
+  opts = opts or {}
+  K.opts = opts
+  K.env = kong_env(opts)
+  -- a fresh database (schema reset, tables truncated), our plugins loaded
+  kong_helpers.get_db_utils(K.env.database, nil, plugin_names(opts.plugins))
+  assert(kong_helpers.start_kong(K.env))
   return true
 end
 
-function K.stop() kong_helpers.stop_kong() end
-function K.restart() kong_helpers.stop_kong(nil, true); return K.start(K.opts) end
+function K.stop()
+  kong_helpers.stop_kong()
+  if K.files then
+    run("rm -rf " .. shell_quote(K.files))
+    K.files = nil
+  end
+end
+
+-- Same database, same prefix: the configuration survives (no get_db_utils).
+function K.restart()
+  kong_helpers.stop_kong(nil, true)
+  assert(kong_helpers.start_kong(K.env, nil, true))
+  return true
+end
+
 function K.admin() return kong_client(kong_helpers.admin_client) end
 function K.proxy() return kong_client(kong_helpers.proxy_client) end
 
@@ -349,13 +422,11 @@ function K.echo(res)
            headers = j.headers, worker_pid = nil, body = j.post_data and j.post_data.text }
 end
 
+-- GET / lists the workers (kong/api/routes/kong.lua), as spec.helpers reads them.
 function K.worker_pids()
-  if kong_helpers.get_kong_workers then
-    local pids = kong_helpers.get_kong_workers()
-    table.sort(pids)
-    return pids
-  end
-  return {}
+  local pids = kong_helpers.get_kong_workers()
+  table.sort(pids)
+  return pids
 end
 
 function K.error_log()
@@ -366,11 +437,38 @@ function K.error_log()
   return s
 end
 
+-- Kong's workers run as the user of kong.conf (often not us): world-writable.
+function K.files_dir()
+  if not K.files then
+    local ok, out = run("d=$(mktemp -d \"${TMPDIR:-/tmp}/kong-rs-files.XXXXXX\") && chmod 0777 \"$d\" && echo \"$d\"")
+    assert(ok, out)
+    K.files = out:gsub("%s+$", "")
+  end
+  return K.files
+end
+
+function K.try_start(opts)
+  local ok, err = pcall(K.start, opts)
+  return ok, not ok and tostring(err) or nil
+end
+
 local backend = h.is_kong and K or G
 for k, v in pairs(backend) do
   if type(v) == "function" then h[k] = v end
 end
 h.root = ROOT
+
+--- On real Kong, registers a pending test named `name` that gives `reason`
+-- (why the spec file is gateway-only) and returns true: the caller returns.
+function h.skip_on_kong(name, reason)
+  if not h.is_kong then
+    return false
+  end
+  describe(name, function()
+    pending(reason)
+  end)
+  return true
+end
 
 --- Status check returning the body (works on both backends).
 function h.res_status(code, res)

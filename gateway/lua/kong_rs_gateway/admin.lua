@@ -21,7 +21,9 @@ local unescape = ngx.unescape_uri
 
 local null = json.null
 
-local MAX_BODY = 1024 * 1024
+-- Kong's Admin API takes bodies up to 10 MB (client_max_body_size and
+-- client_body_buffer_size 10m in kong/templates/nginx_kong.lua)
+local MAX_BODY = 10 * 1024 * 1024
 
 local _M = {}
 
@@ -364,6 +366,20 @@ local function validate_plugin()
   return respond(200, { message = "schema validation successful" })
 end
 
+-- /kong-rs/... (not in Kong; only with --debug, see debug.lua)
+local function debug_endpoint(method, segs)
+  local n, b, c = #segs, segs[2], segs[3]
+  if b == "upstream" and n == 2 and method == "GET" then
+    return respond(200, { hits = ngx.shared.kong_rs:get("echo:hits") or 0 })
+  end
+  if b == "plugins" and n == 4 and segs[4] == "stats" then
+    if method ~= "GET" then return respond(405, { message = "Method not allowed" }) end
+    local gc = req.get_uri_args().gc
+    return respond(require("kong_rs_gateway.debug").plugin_stats(c, gc == "true" or gc == "1" or gc == true))
+  end
+  return respond(404, { message = "Not found" })
+end
+
 local function dispatch(method, segs)
   local n = #segs
   local a, b, c = segs[1], segs[2], segs[3]
@@ -374,13 +390,8 @@ local function dispatch(method, segs)
   if a == "status" and n == 1 then
     return status()
   end
-  if a == "kong-rs" and b == "upstream" and n == 2 and method == "GET" then
-    return respond(200, { hits = ngx.shared.kong_rs:get("echo:hits") or 0 })
-  end
-  if a == "kong-rs" and b == "plugins" and n == 4 and segs[4] == "stats" then
-    if method ~= "GET" then return respond(405, { message = "Method not allowed" }) end
-    local gc = req.get_uri_args().gc
-    return respond(require("kong_rs_gateway.debug").plugin_stats(c, gc == "true" or gc == "1" or gc == true))
+  if a == "kong-rs" and require("kong_rs_gateway.debug").enabled then
+    return debug_endpoint(method, segs)
   end
   if a == "schemas" and b == "plugins" and n == 3 then
     if c == "validate" and method == "POST" then

@@ -11,6 +11,10 @@
 -- sequence in the shared dict; a light timer in every worker (a shm read per
 -- 50 ms, nothing more unless asked) publishes its figures, after a full
 -- garbage collection when `gc=true`; the Admin API waits for all workers.
+--
+-- Off unless the gateway was started with --debug (KONG_RS_DEBUG=1): then
+-- these endpoints answer 404 like any path Kong does not know, and no timer
+-- runs.
 local json = require "kong_rs_gateway.json"
 
 local ngx = ngx
@@ -28,7 +32,7 @@ local STAT_KEY = "debug:stats:"    -- .. worker id -> JSON
 local POLL = 0.05
 local WAIT = 5
 
-local _M = {}
+local _M = { enabled = false }
 
 -- The factory of native plugin `name`: a loaded native module (a table with
 -- a `plugins` table, as kong_rs.handler requires them) that exports it.

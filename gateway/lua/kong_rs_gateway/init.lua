@@ -56,6 +56,7 @@ end
 --- init_by_lua (master): load plugins and the configuration, build `kong`.
 function _M.init(opts)
   opts_global = opts
+  require("kong_rs_gateway.debug").enabled = opts.debug == true
   local names = plugins.parse_list(opts.plugins)
   local hostname = (io.popen("hostname"):read("*l")) or "localhost"
   -- As in Kong (kong/init.lua), the `kong` global exists before plugins are
@@ -81,7 +82,10 @@ function _M.init_worker()
   if not ok then
     log(ERR, "kong-rs-gateway: cannot load configuration: ", err)
   end
-  require("kong_rs_gateway.debug").init_worker()
+  local debug = require "kong_rs_gateway.debug"
+  if debug.enabled then
+    debug.init_worker()
+  end
   -- plugins' init_worker, like Kong (errors are logged, not fatal)
   for _, p in ipairs(plugins.ordered()) do
     if type(p.handler.init_worker) == "function" then

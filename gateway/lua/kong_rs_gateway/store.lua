@@ -1,8 +1,9 @@
 -- The configuration store. The authoritative copy lives in a
 -- lua_shared_dict (JSON + a version counter) so that every worker sees a
 -- write on its next request; writes are serialised across workers with a
--- shdict lock and persisted to <prefix>/kong-rs-config.json (atomic rename),
--- which is loaded again at start.
+-- shdict lock and persisted to <prefix>/data/kong-rs-config.json (atomic
+-- rename), which is loaded again at start. data/ belongs to the workers'
+-- user: the worker serving the Admin API writes there.
 local json = require "kong_rs_gateway.json"
 local dao = require "kong_rs_gateway.dao"
 
@@ -34,7 +35,7 @@ local function dict()
 end
 
 local function config_path()
-  return prefix .. "/kong-rs-config.json"
+  return prefix .. "/data/kong-rs-config.json"
 end
 
 local function persist(encoded)
