@@ -83,7 +83,10 @@ impl<'lua> ModuleBuilder<'lua> {
     }
 
     /// The module table: `plugins` (name → factory), `dump()` (every plugin's
-    /// description as JSON), `direct_calls(on)` (switches the direct nginx calls of
+    /// description as JSON), `is_current(path)` (whether the file at `path`
+    /// is the one this module was loaded from; nil when that cannot be
+    /// told), `opens` (how many Lua states of this process opened this copy
+    /// of the library, this one included), `direct_calls(on)` (switches the direct nginx calls of
     /// this worker on or off, returns whether they exist here; for
     /// benchmarks), `reset_pdk_cache()` (for test harnesses that
     /// install a new `kong` global) and `version`.
@@ -105,6 +108,17 @@ impl<'lua> ModuleBuilder<'lua> {
             self.lua.create_function(|_, enabled: bool| {
                 Ok(crate::pdk::lua::set_direct_calls(enabled))
             })?,
+        )?;
+        // How many Lua states opened this copy of the library in this
+        // process (the loader tells a newly loaded file from one an earlier
+        // configuration already loaded).
+        static OPENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let opens = OPENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        module.set("opens", opens)?;
+        module.set(
+            "is_current",
+            self.lua
+                .create_function(|_, path: String| Ok(crate::library::is_current(&path)))?,
         )?;
         let cache = self.cache;
         module.set(

@@ -68,6 +68,7 @@ extern crate self as kong_rs;
 mod bridge;
 mod error;
 pub mod ffi;
+mod library;
 mod metaschema;
 pub mod pdk;
 mod plugin;

@@ -11,6 +11,7 @@
 -- the writes Rust deferred (kong_rs.actions).
 
 local apply_actions = require("kong_rs.actions").apply
+local load_native = require("kong_rs.loader").load
 local kong_rs_ffi = require("kong_rs_ffi")
 local ffi = require("ffi")
 
@@ -261,7 +262,7 @@ function _M.new(native_name, plugin_name, opts)
   -- (332 ns vs 89 ns); Kong enters each phase from C and runs access in a
   -- coroutine, so plugin handlers mostly run interpreted.
   local use_fast_path = opts and opts.fast_path == true
-  local native = require(native_name)
+  local native = load_native(native_name)
   local factory = native.plugins[plugin_name]
   if not factory then
     error("native module " .. native_name .. " has no plugin " .. plugin_name, 2)

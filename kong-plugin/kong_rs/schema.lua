@@ -30,7 +30,7 @@ end
 
 --- Returns the schema table of plugin `plugin_name` in native module `native_name`.
 function _M.new(native_name, plugin_name)
-  local native = require(native_name)
+  local native = require("kong_rs.loader").load(native_name)
   local factory = native.plugins[plugin_name]
   if not factory then
     error("native module " .. native_name .. " has no plugin " .. plugin_name, 2)

@@ -11,6 +11,8 @@ mod bench_json;
 mod fault;
 #[cfg(feature = "test-plugins")]
 mod header_ops;
+#[cfg(feature = "test-plugins")]
+mod version;
 
 pub use file_log::{FileLog, FileLogConfig};
 pub use hello::{Hello, HelloConfig};
@@ -28,6 +30,7 @@ crate::export_plugins!(
     Fault,
     FaultResponse,
     header_ops::HeaderOps,
+    version::Version,
     bench::BenchEmpty,
     bench::BenchHeaders,
     bench::BenchJson,

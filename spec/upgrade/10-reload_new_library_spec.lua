@@ -1,0 +1,128 @@
+-- Upgrading the binary is never silent (issue 12): after the native module's
+-- .so is replaced on disk (as `luarocks make` replaces it: a new file moved
+-- over the old path) a reload (HUP, what `kong reload` sends) runs the new
+-- code. Without kong_rs.loader the master's old library is found again by
+-- its path name and every new worker runs the old code.
+--
+-- The spec builds a second library whose test plugin rs-version reports
+-- 2.0.0 (KONG_RS_TEST_VERSION at build time), swaps it in, sends a HUP,
+-- and checks VERSION in the Admin API's `GET /`, the plugin's behaviour and
+-- the log line naming both versions.
+local h = require "spec.support.helpers"
+local S = require "spec.reliability.support"
+
+local function sh(cmd)
+  local p = io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\"")
+  local out = p:read("*a")
+  p:close()
+  local rc = tonumber(out:match("__rc=(%d+)%s*$"))
+  return rc == 0, out:gsub("__rc=%d+%s*$", "")
+end
+
+local function available_version(admin, name)
+  local res = admin:get("/")
+  assert.equal(200, res.status, res.body)
+  local plugin = res.json.plugins.available_on_server[name]
+  return plugin and plugin.version
+end
+
+local describe_gateway = h.is_kong and pending or describe
+local reason = "builds and swaps the gateway's own library; on Kong the same steps are " ..
+               "`luarocks make` of the rock and `kong reload` (done by hand, see the issue notes)"
+
+describe_gateway("a native module replaced on disk, then a reload (HUP)" ..
+                 (h.is_kong and (": " .. reason) or ""), function()
+  local admin, proxy, libdir, variant
+
+  lazy_setup(function()
+    local ok, out = sh("mktemp -d")
+    assert(ok, out)
+    libdir = out:gsub("%s+$", "")
+    assert(sh("chmod 755 '" .. libdir .. "'"))
+    -- The library the gateway starts with: the one every spec uses (1.0.0).
+    assert(sh("cp '" .. S.ROOT .. "/build/lib/kong_rs_plugins.so' '" .. libdir .. "/kong_rs_plugins.so'"))
+    -- The replacement: the same crate built with rs-version at 2.0.0 (a
+    -- dev build, separate from the release build the other specs use).
+    ok, out = sh("cd '" .. S.ROOT .. "' && KONG_RS_TEST_VERSION=2.0.0 cargo build --quiet --lib " ..
+                 "--features module,bundled,test-plugins --target-dir target/upgrade-spec")
+    assert(ok, out)
+    variant = S.ROOT .. "/target/upgrade-spec/debug/libkong_rs.so"
+
+    S.setenv("KONG_RS_LUA_CPATH", libdir .. "/?.so")
+    local started, err = pcall(h.start, { plugins = { "rs-version" } })
+    S.setenv("KONG_RS_LUA_CPATH", nil)
+    assert(started, err)
+    admin, proxy = h.admin(), h.proxy()
+    h.res_status(201, admin:post("/services", { name = "svc", url = h.upstream_url() }))
+    h.res_status(201, admin:post("/services/svc/routes", { name = "r", paths = { "/v" } }))
+    h.res_status(201, admin:post("/routes/r/plugins", { name = "rs-version" }))
+  end)
+
+  lazy_teardown(function()
+    h.stop()
+    if libdir then
+      sh("rm -rf '" .. libdir .. "'")
+    end
+  end)
+
+  local function master_pid()
+    local f = assert(io.open(h.prefix_path() .. "/logs/nginx.pid"))
+    local pid = f:read("*l")
+    f:close()
+    return pid
+  end
+
+  local function reload()
+    local before = h.worker_pids()
+    assert(sh("kill -HUP " .. master_pid()))
+    -- New workers replace every old one.
+    h.wait_until(function()
+      local now = h.worker_pids()
+      if #now ~= #before then return false end
+      for _, pid in ipairs(now) do
+        for _, old in ipairs(before) do
+          if pid == old then return false end
+        end
+      end
+      return true
+    end, 15)
+  end
+
+  local function proxied_version()
+    local res = proxy:get("/v")
+    assert.equal(200, res.status, res.body)
+    return res.headers["x-rs-version"]
+  end
+
+  it("runs the old library before the swap", function()
+    assert.equal("1.0.0", available_version(admin, "rs-version"))
+    assert.equal("1.0.0", proxied_version())
+  end)
+
+  it("runs the new library after the swap and a reload, and says so in the log", function()
+    -- As luarocks installs: a new file moved over the path (new inode).
+    assert(sh("cp '" .. variant .. "' '" .. libdir .. "/kong_rs_plugins.so.new' && " ..
+              "mv -f '" .. libdir .. "/kong_rs_plugins.so.new' '" .. libdir .. "/kong_rs_plugins.so'"))
+    local log_before = #h.error_log()
+    reload()
+    h.wait_until(function()
+      return available_version(admin, "rs-version") == "2.0.0"
+    end, 10)
+    for _ = 1, 6 do -- both workers
+      assert.equal("2.0.0", proxied_version())
+    end
+    local log = h.error_log():sub(log_before + 1)
+    assert.matches("was replaced on disk since this process loaded it; loaded the new file (", log, 1, true)
+    assert.matches("rs-version 2.0.0", log, 1, true)
+    assert.matches("was .*rs%-version 1%.0%.0", log)
+  end)
+
+  it("keeps the new library, quietly, on a reload without a change", function()
+    local log_before = #h.error_log()
+    reload()
+    assert.equal("2.0.0", available_version(admin, "rs-version"))
+    assert.equal("2.0.0", proxied_version())
+    local log = h.error_log():sub(log_before + 1)
+    assert.is_nil(log:find("replaced on disk", 1, true), log)
+  end)
+end)
