@@ -2,7 +2,7 @@
 -- rewriting, phase restrictions with Kong's messages.
 local h = require "spec.support.helpers"
 
-if h.is_kong then
+if h.skip_on_kong("kong-rs-gateway PDK", "gateway only: pdk-probe fixture and exact gateway values") then
   return
 end
 
@@ -25,7 +25,8 @@ describe("kong-rs-gateway PDK", function()
 
   it("kong.request / client / router / node return Kong's values", function()
     local res = proxy:send({ method = "POST", path = "/report/a%20b?a=1&a=2&b=x",
-                             headers = { ["X-Test"] = "t1", ["Content-Type"] = "text/plain" },
+                             headers = { ["X-Test"] = "t1", ["Content-Type"] = "text/plain",
+                                         ["X-Joined"] = "a, b" },
                              body = "hello body" })
     h.res_status(200, res)
     assert.equal("yes", res.headers["x-probe"])
@@ -49,8 +50,42 @@ describe("kong-rs-gateway PDK", function()
     assert.equal("report", j.route)
     assert.equal("probe-svc", j.service)
     assert.equal(admin:get("/").json.node_id, j.node_id)
-    assert.equal("/report/a b", j.uri_var)
-    assert.equal("3.9.0", j.version)
+    assert.equal("http", j.subsystem)
+    assert.is_true(j.requests_counted)
+    assert.equal("a, b", j.header_joined) -- one header holding ", ": its value
+    assert.is_nil(j.raw_body_error)
+    assert.equal("3.9.3", j.version)
+  end)
+
+  it("kong.request.get_header returns the first of repeated headers, as Kong 3.9", function()
+    -- nginx 1.22 gives the first value of most repeated headers and joins
+    -- X-Forwarded-For and Cookie; Kong's nginx (1.25) joins every one with
+    -- ", ": either way Kong's get_header (kong/tools/http.lua) answers the
+    -- first value
+    local S = require "spec.reliability.support"
+    local status, _, body = S.raw(S.port("PROXY_PORT"), table.concat({
+      "GET /report HTTP/1.1", "Host: localhost", "Connection: close",
+      "X-Twice: first", "X-Twice: second", "X-Test: a", "X-Test: b", "", "" }, "\r\n"))
+    assert.equal(200, status, body)
+    local j = require("cjson").decode(body)
+    assert.equal("first", j.header_first)
+    assert.equal("a", j.header)
+    assert.same({ "a", "b" }, j.headers_x_test)
+  end)
+
+  it("kong.request.get_raw_body refuses a body buffered to a file, with Kong's message", function()
+    local res = proxy:send({ method = "POST", path = "/report", headers = { ["Content-Type"] = "text/plain" },
+                             body = string.rep("x", 16 * 1024) })
+    h.res_status(200, res)
+    assert.is_nil(res.json.raw_body)
+    assert.equal("request body did not fit into client body buffer, consider raising 'client_body_buffer_size'",
+                 res.json.raw_body_error)
+    -- 8 KB stays in memory (client_body_buffer_size 8k; nginx allows a
+    -- quarter more for a body of known length)
+    res = proxy:send({ method = "POST", path = "/report", headers = { ["Content-Type"] = "text/plain" },
+                       body = string.rep("y", 8 * 1024) })
+    h.res_status(200, res)
+    assert.equal(8 * 1024, #res.json.raw_body)
   end)
 
   it("kong.service.request rewrites the upstream request", function()

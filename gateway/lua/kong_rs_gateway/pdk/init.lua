@@ -8,7 +8,7 @@ local misc = require "kong_rs_gateway.pdk.misc"
 
 local _M = {}
 
-_M.VERSION = "3.9.0"
+_M.VERSION = "3.9.3" -- kong/meta.lua of the reference, Kong 3.9.3
 
 function _M.new(opts)
   response.set_log(log)
@@ -16,8 +16,7 @@ function _M.new(opts)
   local hostname = opts.hostname
   return {
     version = _M.VERSION,
-    version_num = 3009000,
-    kong_rs_gateway = true,
+    version_num = 3009003,
     configuration = opts.configuration or {},
     log = log,
     request = request,

@@ -77,22 +77,44 @@ local ctx = setmetatable({}, {
   end,
 })
 
+-- kong.nginx as in Kong 3.9 (kong/pdk/nginx.lua): get_subsystem and
+-- get_statistics only (no get_var, get_ctx, set_ctx).
 local nginx = {}
 
-function nginx.get_var(name)
-  return var[name]
-end
-
 function nginx.get_subsystem()
-  return "http"
+  return ngx.config.subsystem
 end
 
-function nginx.get_ctx(k)
-  return ngx.ctx[k]
+-- nginx's stub_status counters, read through FFI as Kong does (at call
+-- time: nginx sets these pointers after init_by_lua has run)
+local STATS = { "active", "reading", "writing", "waiting", "requests", "accepted", "handled" }
+local C = require("ffi").C
+do
+  local ffi = require "ffi"
+  local width = (ffi.arch == "x64" or ffi.arch == "arm64") and "uint64_t" or "uint32_t"
+  for _, name in ipairs(STATS) do
+    pcall(ffi.cdef, width .. " *ngx_stat_" .. name .. ";")
+  end
 end
 
-function nginx.set_ctx(k, v)
-  ngx.ctx[k] = v
+local function counter(name)
+  local ok, ptr = pcall(function() return C["ngx_stat_" .. name] end)
+  if not ok or ptr == nil then
+    return nil
+  end
+  return tonumber(ptr[0])
+end
+
+function nginx.get_statistics()
+  return {
+    connections_active = counter("active"),
+    connections_reading = counter("reading"),
+    connections_writing = counter("writing"),
+    connections_waiting = counter("waiting"),
+    connections_accepted = counter("accepted"),
+    connections_handled = counter("handled"),
+    total_requests = counter("requests"),
+  }
 end
 
 local router = {}

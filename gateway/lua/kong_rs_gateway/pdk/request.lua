@@ -76,8 +76,10 @@ function _M.get_query(max_args)
 end
 
 -- As Kong's (kong/pdk/request.lua -> kong/tools/http.lua get_header, with
--- kong/tools/string.lua replace_dashes): nginx lowercases variable names
--- itself, and resty.core's str_replace_char is Kong's fast dash replacement.
+-- kong/tools/string.lua replace_dashes): the nginx variable, lowercased by
+-- nginx itself; a value holding ", " may be repeated headers joined by nginx,
+-- so Kong looks the name up in ngx.req.get_headers() and returns its first
+-- value.
 local replace_char = require("resty.core.utils").str_replace_char
 
 function _M.get_header(name)
@@ -85,7 +87,12 @@ function _M.get_header(name)
   if type(name) ~= "string" then
     error("header name must be a string", 2)
   end
-  return var["http_" .. replace_char(name, "-", "_")]
+  local value = var["http_" .. replace_char(name, "-", "_")]
+  if not value or not find(value, ", ", 1, true) then
+    return value
+  end
+  value = req.get_headers()[name]
+  return type(value) == "table" and value[1] or value
 end
 
 function _M.get_headers(max_headers)
@@ -94,23 +101,51 @@ function _M.get_headers(max_headers)
   return req.get_headers(max_headers or 100)
 end
 
-function _M.get_raw_body()
+-- kong/pdk/request.lua get_raw_body: a body nginx buffered to a file is
+-- read only when the caller allows it (max_allowed_file_size, 0 = any size).
+local FILE_CHUNK = 1048576
+
+function _M.get_raw_body(max_allowed_file_size)
   check(BEFORE_CONTENT)
   req.read_body()
   local body = req.get_body_data()
-  if not body then
-    local file = req.get_body_file()
-    if not file then
-      return ""
-    end
-    local f, err = io.open(file, "rb")
-    if not f then
-      return nil, err
-    end
-    body = f:read("*a")
-    f:close()
+  if body then
+    return body
   end
-  return body
+  local body_file = req.get_body_file()
+  if not body_file then
+    return ""
+  end
+  if not max_allowed_file_size or max_allowed_file_size < 0 then
+    return nil, "request body did not fit into client body buffer, consider raising 'client_body_buffer_size'"
+  end
+  local file, err = io.open(body_file, "r")
+  if not file then
+    return nil, "failed to open cached request body '" .. body_file .. "': " .. err
+  end
+  local size = file:seek("end") or 0
+  if max_allowed_file_size > 0 and size > max_allowed_file_size then
+    file:close()
+    return nil, ("request body file too big: %d > %d"):format(size, max_allowed_file_size)
+  end
+  file:seek("set")
+  local chunks = {}
+  while true do
+    local data, rerr = file:read(FILE_CHUNK)
+    if not data then
+      if rerr then
+        file:close()
+        return nil, "failed to read cached request body '" .. body_file .. "': " .. rerr
+      end
+      break
+    end
+    chunks[#chunks + 1] = data
+    -- Kong yields here (kong.tools.yield) so that a big file does not starve
+    -- the worker; ngx.sleep(0) is that yield where the phase allows it
+    pcall(ngx.sleep, 0)
+  end
+  file:close()
+  return table.concat(chunks)
 end
 
 function _M.get_start_time()
