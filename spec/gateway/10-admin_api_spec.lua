@@ -2,8 +2,8 @@
 -- kong/db/errors.lua). Uses pure-Lua fixture plugins only.
 local h = require "spec.support.helpers"
 
-if h.is_kong then
-  return -- these specs test our gateway's Kong compatibility, not Kong
+if h.skip_on_kong("kong-rs-gateway Admin API", "gateway only: tests the gateway's own Admin API emulation") then
+  return
 end
 
 local PLUGINS = { "echo-conf", "prio-high", "prio-low", "resp-phase" }

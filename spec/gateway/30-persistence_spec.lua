@@ -2,7 +2,7 @@
 -- declarative file, serialises concurrent Admin API writes across workers.
 local h = require "spec.support.helpers"
 
-if h.is_kong then
+if h.skip_on_kong("kong-rs-gateway configuration", "gateway only: the gateway's prefix and its stored configuration") then
   return
 end
 

@@ -62,8 +62,13 @@ function _M.not_found()
   return fail(404, { message = "Not found" })
 end
 
+-- plugins_rev counts plugin writes: Kong rebuilds its plugins iterator,
+-- and so every plugin's conf table, on any plugin CRUD event (kong/runloop/
+-- events.lua crud_plugins_handler), cascaded deletes included. ws_id stands
+-- for Kong's default workspace id (conf.__ws_id, the end of conf.__key__).
 function _M.new_state()
-  return { services = {}, routes = {}, plugins = {}, seq = {}, next_seq = 1 }
+  return { services = {}, routes = {}, plugins = {}, seq = {}, next_seq = 1,
+           plugins_rev = 0, ws_id = schema.uuid() }
 end
 
 --- Find an entity by id, or by name for services/routes.
@@ -81,9 +86,16 @@ function _M.find(state, etype, key)
   return nil
 end
 
-local function bump(state, e)
+local function bump_plugins(state)
+  state.plugins_rev = (state.plugins_rev or 0) + 1
+end
+
+local function bump(state, e, etype)
   state.seq[e.id] = state.next_seq
   state.next_seq = state.next_seq + 1
+  if etype == "plugins" then
+    bump_plugins(state)
+  end
 end
 
 -- Resolve a foreign reference given as {id=...} or {name=...} to {id=...}.
@@ -213,7 +225,7 @@ function _M.insert(state, etype, input, id)
   if not processed then return nil, err end
   local list = state[etype]
   list[#list + 1] = processed
-  bump(state, processed)
+  bump(state, processed, etype)
   return processed
 end
 
@@ -237,7 +249,7 @@ function _M.update(state, etype, entity, patch)
   if not processed then return nil, err end
   local _, i = _M.find(state, etype, entity.id)
   state[etype][i] = processed
-  bump(state, processed)
+  bump(state, processed, etype)
   return processed
 end
 
@@ -261,7 +273,7 @@ function _M.upsert(state, etype, key, input, nested)
     if not processed then return nil, err end
     local _, i = _M.find(state, etype, existing.id)
     state[etype][i] = processed
-    bump(state, processed)
+    bump(state, processed, etype)
     return processed
   end
   if is_uuid(key) then
@@ -297,6 +309,7 @@ function _M.delete(state, etype, entity)
       if refs(state.plugins[i], field, entity.id) then
         state.seq[state.plugins[i].id] = nil
         remove(state.plugins, i)
+        bump_plugins(state)
       end
     end
   end
@@ -304,6 +317,9 @@ function _M.delete(state, etype, entity)
   if i then
     remove(state[etype], i)
     state.seq[entity.id] = nil
+    if etype == "plugins" then
+      bump_plugins(state)
+    end
   end
   return true
 end
@@ -337,6 +353,7 @@ function _M.normalize(state)
   end
   state.seq = state.seq or {}
   state.next_seq = state.next_seq or 1
+  state.plugins_rev = state.plugins_rev or 0
   return state
 end
 
@@ -358,6 +375,7 @@ function _M.check_state(state)
   end
   fresh.seq = state.seq or fresh.seq
   fresh.next_seq = math.max(state.next_seq or 1, fresh.next_seq)
+  fresh.ws_id = is_uuid(state.ws_id) and state.ws_id or fresh.ws_id
   return fresh
 end
 

@@ -4,13 +4,14 @@
 local store = require "kong_rs_gateway.store"
 local router = require "kong_rs_gateway.router"
 local plugins = require "kong_rs_gateway.plugins"
-local schema = require "kong_rs_gateway.schema"
 local json = require "kong_rs_gateway.json"
 
 local ipairs = ipairs
+local pairs = pairs
 local type = type
+local getmetatable = getmetatable
+local setmetatable = setmetatable
 local null = json.null
-local deepcopy = schema.deepcopy
 
 local PHASE_NAMES = { "rewrite", "access", "response", "header_filter", "body_filter", "log" }
 
@@ -18,9 +19,10 @@ local _M = {}
 
 local W = {
   version = nil,
+  plugins_rev = nil,
   router = nil,
   by_name = {},   -- plugin name -> scope key -> conf
-  confs = {},     -- plugin id -> { seq, conf }
+  confs = {},     -- plugin id -> conf
   plans = {},     -- route id -> plan
   global = nil,   -- plan of global plugins
 }
@@ -45,11 +47,25 @@ local function applies_to_http(entity)
   return false
 end
 
--- Kong's plugins iterator hands each plugin its config table plus these
--- keys (kong/runloop/plugins_iterator.lua); the same table is reused until
--- the plugin entity is written again.
-local function make_conf(entity, seq)
-  local conf = deepcopy(entity.config)
+-- A config as Kong's DAO reads it (process_auto_fields "select" without
+-- nulls, kong/db/schema/init.lua): fields that are null are absent.
+local function without_nulls(v)
+  if type(v) ~= "table" then
+    return v
+  end
+  local out = {}
+  for k, x in pairs(v) do
+    if x ~= null then
+      out[k] = without_nulls(x)
+    end
+  end
+  return setmetatable(out, getmetatable(v))
+end
+
+-- Kong's get_plugin_config (kong/runloop/plugins_iterator.lua): the plugin's
+-- config plus these keys; __seq__ from a counter shared by the workers.
+local function make_conf(entity, ws_id)
+  local conf = without_nulls(entity.config)
   conf.route_id = fk(entity.route)
   conf.service_id = fk(entity.service)
   conf.consumer_id = fk(entity.consumer)
@@ -57,9 +73,12 @@ local function make_conf(entity, seq)
     conf.plugin_instance_name = entity.instance_name
   end
   conf.__plugin_id = entity.id
+  conf.__ws_id = ws_id
+  -- kong.db.plugins:cache_key(name, route, service, consumer, nil, ws_id)
   conf.__key__ = "plugins:" .. entity.name .. ":" .. (conf.route_id or "") .. ":" ..
-                 (conf.service_id or "") .. "::"
-  conf.__seq__ = seq
+                 (conf.service_id or "") .. ":" .. (conf.consumer_id or "") .. "::" .. (ws_id or "")
+  local seq = ngx.shared.kong_rs:incr("plugins_iterator:__seq__", 1, 0, 0)
+  conf.__seq__ = seq or 0
   return conf
 end
 
@@ -81,21 +100,18 @@ local function add(plan, p, conf)
   end
 end
 
+-- As Kong in traditional mode: a write to any plugin rebuilds the plugins
+-- iterator, which hands every plugin a new conf table (read afresh from the
+-- database); writes to routes and services leave the conf tables alone.
 local function build(state, version)
   local r = router.new(state)
   local by_name, confs = {}, {}
+  local same_plugins = state.plugins_rev == W.plugins_rev
   for _, e in ipairs(state.plugins) do
     local p = plugins.get(e.name)
     if p and e.enabled == true and applies_to_http(e) then
-      local seq = state.seq[e.id] or 0
-      local old = W.confs[e.id]
-      local conf
-      if old and old.seq == seq then
-        conf = old.conf
-      else
-        conf = make_conf(e, seq)
-      end
-      confs[e.id] = { seq = seq, conf = conf }
+      local conf = same_plugins and W.confs[e.id] or make_conf(e, state.ws_id)
+      confs[e.id] = conf
       local scopes = by_name[e.name]
       if not scopes then
         scopes = {}
@@ -113,6 +129,7 @@ local function build(state, version)
     end
   end
   W.router, W.by_name, W.confs, W.plans, W.global, W.version = r, by_name, confs, {}, global, version
+  W.plugins_rev = state.plugins_rev
 end
 
 --- Rebuild this worker's view if the shared version moved. Cheap otherwise.
