@@ -12,6 +12,8 @@ mod fault;
 #[cfg(feature = "test-plugins")]
 mod header_ops;
 #[cfg(feature = "test-plugins")]
+mod pdk_probe;
+#[cfg(feature = "test-plugins")]
 mod version;
 
 pub use file_log::{FileLog, FileLogConfig};
@@ -31,6 +33,7 @@ crate::export_plugins!(
     FaultResponse,
     header_ops::HeaderOps,
     version::Version,
+    pdk_probe::PdkProbe,
     bench::BenchEmpty,
     bench::BenchHeaders,
     bench::BenchJson,

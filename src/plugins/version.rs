@@ -17,7 +17,8 @@ const BUILT_VERSION: &str = match option_env!("KONG_RS_TEST_VERSION") {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct VersionConfig {}
 
-/// Answers every request with `X-Rs-Version: <the version compiled in>`.
+/// Answers every request with `X-Rs-Version: <the version compiled in>`
+/// and logs a line.
 #[derive(Debug)]
 pub struct Version;
 
@@ -37,5 +38,12 @@ impl Plugin for Version {
         kong.response()
             .set_header("x-rs-version", BUILT_VERSION.as_bytes())?;
         Ok(Flow::Continue)
+    }
+
+    /// A log line of its own, so a spec can check that lines of two Rust
+    /// plugins in one library are each tagged with their own name.
+    fn log(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<()> {
+        kong.log()
+            .warn(&format!("rs-version {BUILT_VERSION} answered"))
     }
 }
