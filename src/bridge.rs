@@ -8,6 +8,7 @@
 //! | `name`, `version`, `priority` | the plugin's constants |
 //! | `phases` | the phases it implements, in Kong's order |
 //! | `reads_request_body` | read the body before rewrite/access |
+//! | `stream` | implements `preread`: may be enabled on stream routes |
 //! | `schema` | the `config` record in Kong's schema DSL |
 //! | `new(conf[, fast_path])` | instance (a table; `id` names the plugin), or `nil, err`; with `fast_path` true, also its FFI handle when the plugin declares one |
 //! | `validate(conf)` | `true`, or `nil, err` (the constructor's message) |
@@ -59,7 +60,7 @@ impl<'lua> ModuleBuilder<'lua> {
             lua,
             plugins: lua.create_table()?,
             descriptions: Vec::new(),
-            cache: Rc::new(PdkCache::new()),
+            cache: Rc::new(PdkCache::new(lua)),
         })
     }
 
@@ -284,6 +285,8 @@ fn factory<P: Plugin>(
     factory.set("version", P::VERSION)?;
     factory.set("priority", P::PRIORITY)?;
     factory.set("reads_request_body", P::READS_REQUEST_BODY)?;
+    // Serves stream routes (tcp, tls, udp) too: its schema allows them.
+    factory.set("stream", P::PHASES.contains(&Phase::Preread))?;
     let phases = lua.create_sequence_from(P::PHASES.iter().map(|p| p.name()))?;
     factory.set("phases", phases)?;
     let options = mlua::serde::SerializeOptions::new()
@@ -584,6 +587,7 @@ fn run_phase<P: Plugin>(
             .map(|()| Outcome::Flow(Flow::Continue));
     }
     with_state::<P, _>(pdk, |pdk, state| match phase {
+        Phase::Preread => plugin.preread(pdk, state).map(Outcome::Flow),
         Phase::Rewrite => plugin.rewrite(pdk, state).map(Outcome::Flow),
         Phase::Access => plugin.access(pdk, state).map(Outcome::Flow),
         Phase::Response => plugin.response(pdk, state).map(Outcome::Flow),

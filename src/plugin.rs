@@ -83,6 +83,24 @@ pub trait Plugin: Sized + 'static {
         Ok(())
     }
 
+    /// `preread` (Kong's stream subsystem: TCP and TLS routes served through
+    /// `stream_listen`): runs once per connection, after the TLS handshake
+    /// and before Kong connects upstream. Return [`Flow::Exit`] to close the
+    /// connection with one of the codes Kong's stream `kong.response.exit`
+    /// accepts (200, 400, 403, 500, 502, 503). Only a few PDK calls exist in
+    /// stream (`kong.client`, `kong.nginx.get_subsystem`, `kong.log`,
+    /// `kong.ctx`, `kong.router`); the HTTP ones fail there as in Kong.
+    /// Implementing it lets the plugin be enabled on `tcp`, `tls`, `udp`
+    /// and `tls_passthrough` routes (the generated schema allows every
+    /// protocol instead of the HTTP ones only). In stream, `log` runs after
+    /// the connection closed.
+    ///
+    /// # Errors
+    /// An `Err` is logged and the connection closed (code 500).
+    fn preread(&self, _kong: &mut dyn Pdk, _state: &mut Self::State) -> Result<Flow> {
+        Ok(Flow::Continue)
+    }
+
     /// `rewrite`: before routing. Kong runs it only for global plugins.
     ///
     /// # Errors
@@ -157,6 +175,8 @@ pub struct FastPath {
 pub enum Phase {
     /// `certificate` (TLS handshake).
     Certificate,
+    /// `preread` (stream connections).
+    Preread,
     /// `rewrite` (before routing).
     Rewrite,
     /// `access` (before proxying).
@@ -173,8 +193,9 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in the order Kong runs them.
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::Certificate,
+        Phase::Preread,
         Phase::Rewrite,
         Phase::Access,
         Phase::HeaderFilter,
@@ -187,6 +208,7 @@ impl Phase {
     pub fn name(self) -> &'static str {
         match self {
             Phase::Certificate => "certificate",
+            Phase::Preread => "preread",
             Phase::Rewrite => "rewrite",
             Phase::Access => "access",
             Phase::HeaderFilter => "header_filter",

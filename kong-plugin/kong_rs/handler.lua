@@ -27,6 +27,7 @@ local ERROR_BODY = { message = "An unexpected error occurred" }
 -- Phases in which kong.response.exit is allowed (kong/pdk/response.lua),
 -- i.e. where a failed plugin can still be answered with a 500.
 local CAN_RESPOND = {
+  preread = true, -- stream: closes the connection with the code
   rewrite = true,
   access = true,
   header_filter = true,

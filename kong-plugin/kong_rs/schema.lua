@@ -47,11 +47,14 @@ function _M.new(native_name, plugin_name)
   end
 
   local fields = {}
-  -- Kong's plugins declare the protocols they serve; typedefs exists in Kong
-  -- and in our gateway, not in bare unit tests.
+  -- Kong's plugins declare the protocols they serve: every protocol for a
+  -- plugin with a stream phase (preread), the HTTP ones otherwise. typedefs
+  -- exists in Kong and in our gateway, not in bare unit tests.
   local has_typedefs, typedefs = pcall(require, "kong.db.schema.typedefs")
   if has_typedefs then
-    fields[#fields + 1] = { protocols = typedefs.protocols_http }
+    fields[#fields + 1] = {
+      protocols = factory.stream and typedefs.protocols or typedefs.protocols_http,
+    }
   end
   fields[#fields + 1] = { config = config }
 

@@ -8,6 +8,7 @@ use proc_macro::{Delimiter, Group, TokenStream, TokenTree};
 /// Phase method names and the `kong_rs::Phase` variants they map to, in Kong's order.
 const PHASES: &[(&str, &str)] = &[
     ("certificate", "Certificate"),
+    ("preread", "Preread"),
     ("rewrite", "Rewrite"),
     ("access", "Access"),
     ("header_filter", "HeaderFilter"),

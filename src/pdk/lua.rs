@@ -101,12 +101,24 @@ impl Handles {
 /// of one native module. Filled lazily, one function at a time.
 pub(crate) struct PdkCache {
     handles: RefCell<Rc<Handles>>,
+    // Whether this Lua state is lua-nginx-module's (HTTP). A worker runs the
+    // stream subsystem in a Lua state of its own, where the direct calls of
+    // super::ngx (lua-nginx-module's HTTP functions) must never be made.
+    http: bool,
 }
 
 impl PdkCache {
-    pub(crate) fn new() -> Self {
+    /// The cache of `lua`'s module; the subsystem is read from
+    /// `ngx.config.subsystem` (absent outside nginx: not HTTP).
+    pub(crate) fn new(lua: &Lua) -> Self {
+        let subsystem = lua
+            .load("return ngx and ngx.config and ngx.config.subsystem")
+            .eval::<Option<String>>()
+            .ok()
+            .flatten();
         PdkCache {
             handles: RefCell::new(Rc::new(Handles::new())),
+            http: subsystem.as_deref() == Some("http"),
         }
     }
 
@@ -157,6 +169,8 @@ fn op_function(op: Op) -> Option<F> {
 pub struct LuaPdk<'lua> {
     lua: &'lua Lua,
     handles: Rc<Handles>,
+    // The HTTP subsystem's Lua state (see PdkCache).
+    http: bool,
     actions: Actions,
     // kong.ctx.shared / kong.ctx.plugin of this request, fetched on first use.
     shared: Option<Table>,
@@ -201,7 +215,7 @@ enum Direct {
 impl Direct {
     fn allowed_in(self, phase: Phase) -> bool {
         match self {
-            Direct::RequestRead => phase != Phase::Certificate,
+            Direct::RequestRead => !matches!(phase, Phase::Certificate | Phase::Preread),
             Direct::ServiceRequestWrite => matches!(phase, Phase::Rewrite | Phase::Access),
             Direct::ResponseWrite => matches!(
                 phase,
@@ -216,6 +230,7 @@ impl<'lua> LuaPdk<'lua> {
         LuaPdk {
             lua,
             handles: cache.current(),
+            http: cache.http,
             actions: Actions::default(),
             shared: None,
             plugin: None,
@@ -234,7 +249,7 @@ impl<'lua> LuaPdk<'lua> {
     /// The nginx request for direct call `call`, if available and allowed
     /// in this phase.
     fn direct(&self, call: Direct) -> Option<NgxRequest> {
-        if !self.phase.is_some_and(|phase| call.allowed_in(phase)) {
+        if !self.http || !self.phase.is_some_and(|phase| call.allowed_in(phase)) {
             return None;
         }
         *self.ngx.get_or_init(|| {

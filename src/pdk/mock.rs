@@ -202,11 +202,22 @@ impl MockPdk {
 /// whose status, headers and body become the response — then header_filter
 /// and log. Returns the flow access (or rewrite) ended with.
 ///
+/// With `kong.subsystem` set to `"stream"` it runs a connection instead:
+/// preread, then log (whether preread exited or not).
+///
 /// # Errors
 /// The constructor's or a phase's error, as the bridge would log it.
 pub fn run_request<P: Plugin>(config: P::Config, kong: &mut MockPdk) -> Result<Flow> {
     let plugin = P::new(config)?;
     let mut state = P::State::default();
+    if kong.subsystem == "stream" {
+        let flow = plugin.preread(kong, &mut state)?;
+        if let Flow::Exit(exit) = &flow {
+            kong.status = exit.status;
+        }
+        plugin.log(kong, &mut state)?;
+        return Ok(flow);
+    }
     let mut flow = plugin.rewrite(kong, &mut state)?;
     if flow == Flow::Continue {
         flow = plugin.access(kong, &mut state)?;

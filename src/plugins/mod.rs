@@ -14,6 +14,8 @@ mod header_ops;
 #[cfg(feature = "test-plugins")]
 mod pdk_probe;
 #[cfg(feature = "test-plugins")]
+mod stream_gate;
+#[cfg(feature = "test-plugins")]
 mod version;
 
 pub use file_log::{FileLog, FileLogConfig};
@@ -34,6 +36,7 @@ crate::export_plugins!(
     header_ops::HeaderOps,
     version::Version,
     pdk_probe::PdkProbe,
+    stream_gate::StreamGate,
     bench::BenchEmpty,
     bench::BenchHeaders,
     bench::BenchJson,
