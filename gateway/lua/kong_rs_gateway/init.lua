@@ -66,9 +66,10 @@ function _M.init(opts)
     hostname = hostname,
     configuration = { prefix = opts.prefix, plugins = names },
   })
+  -- as kong/init.lua: assert(db.plugins:load_plugin_schemas(...)), Kong's message
   local ok, err = plugins.load(names)
   if not ok then
-    error("kong-rs-gateway: " .. err, 0)
+    error(err, 0)
   end
   ok, err = store.init(opts)
   if not ok then

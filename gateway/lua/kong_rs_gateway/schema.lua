@@ -538,8 +538,14 @@ local function sorted_keys(t)
   return keys
 end
 
--- pl.pretty-like rendering of a nested error table inside a message
+-- Kong renders a nested error table with penlight (pl.pretty.write in
+-- kong/db/errors.lua); without penlight, a one-line rendering
+local has_pl, pl_pretty = pcall(require, "pl.pretty")
+
 local function pretty(v)
+  if has_pl then
+    return pl_pretty.write(v)
+  end
   if type(v) ~= "table" then
     return type(v) == "string" and fmt("%q", v) or tostring(v)
   end
