@@ -65,6 +65,18 @@ describe("kong-rs-gateway proxy", function()
       h.res_status(404, proxy:get("/x", nil, { Host = "other.test" }))
     end)
 
+    it("routes on the normalised path, as Kong (kong/tools/uri.lua normalize)", function()
+      -- dot segments leave the route's prefix: no match
+      assert.same({ message = "no Route matched with those values" }, proxy:get("/api/../nothing").json)
+      h.res_status(404, proxy:get("/api/%2e%2e/v2//users"))
+      -- ... or enter it
+      assert.equal("/up/x", h.echo(proxy:get("/nothing/../api/v2/x")).path)
+      assert.equal("/up/v1/users", h.echo(proxy:get("/api/v2/../v1//users")).path)
+      -- decoded for routing, escaped again for the upstream
+      assert.equal("/up/a%20b", h.echo(proxy:get("/api/a%20b")).path)
+      assert.equal("/up/users", h.echo(proxy:get("/api/v%32/users")).path)
+    end)
+
     it("matches methods", function()
       h.res_status(404, proxy:get("/m"))
       local e = h.echo(proxy:post("/m", { a = 1 }))

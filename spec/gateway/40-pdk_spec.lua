@@ -32,7 +32,8 @@ describe("kong-rs-gateway PDK", function()
     assert.equal("yes", res.headers["x-probe"])
     local j = res.json
     assert.equal("POST", j.method)
-    assert.equal("/report/a%20b", j.path)
+    assert.equal("/report/a b", j.path) -- normalised, as Kong's get_path
+    assert.equal("/report/a%20b", j.raw_path)
     assert.equal("/report/a%20b?a=1&a=2&b=x", j.path_with_query)
     assert.equal("a=1&a=2&b=x", j.raw_query)
     assert.equal("1", j.query_arg)

@@ -10,6 +10,9 @@ local pdk = require "kong_rs_gateway.pdk"
 local phases = require "kong_rs_gateway.pdk.phases"
 local response = require "kong_rs_gateway.pdk.response"
 local balancer = require "ngx.balancer"
+local uri_tools = require "kong_rs_gateway.uri"
+local normalize = uri_tools.normalize
+local escape = uri_tools.escape
 
 local ngx = ngx
 local var = ngx.var
@@ -216,8 +219,9 @@ local function access()
   local ctx = ngx.ctx
   ctx.KONG_PHASE = ACCESS
   local r = runner.router()
-  local raw_path = path_of(var.request_uri)
-  local match = r:match(req.get_method(), var.host, raw_path)
+  -- Kong routes on the normalised path (kong/router/utils.lua strip_uri_args)
+  local path = normalize(path_of(var.request_uri), true)
+  local match = r:match(req.get_method(), var.host, path)
   if not match then
     return send(404, { message = "no Route matched with those values" })
   end
@@ -228,7 +232,7 @@ local function access()
   end
   ctx.service = svc.entity
   ctx.balancer_service = svc
-  ctx.KONG_UPSTREAM_PATH = router.upstream_path(match, raw_path)
+  ctx.KONG_UPSTREAM_PATH = router.upstream_path(match, path)
   var.upstream_scheme = svc.scheme
   var.upstream_host = match.route.preserve_host and (var.http_host or svc.host_header) or svc.host_header
 
@@ -266,7 +270,8 @@ local function access()
     return send(503, { message = "name resolution failed" })
   end
   local args = var.args
-  local uri = ctx.KONG_UPSTREAM_PATH
+  -- kong/runloop/handler.lua: var.upstream_uri = escape(match_t.upstream_uri)
+  local uri = escape(ctx.KONG_UPSTREAM_PATH)
   if args and args ~= "" then
     uri = uri .. "?" .. args
   end

@@ -149,7 +149,8 @@ local function host_matches(c, host)
 end
 
 --- Match a request. `host` is the Host header without port, lowercased;
--- `path` is the raw request path (no query). Returns the match or nil.
+-- `path` is the normalised request path (no query, uri.normalize as Kong's
+-- router does). Returns the match or nil.
 function _M:match(method, host, path)
   local candidates = self.candidates
   for i = 1, #candidates do
@@ -163,25 +164,64 @@ function _M:match(method, host, path)
   return nil
 end
 
---- The upstream path for a match (Kong's path_handling v0).
+-- kong/router/utils.lua sanitize_uri_postfix
+local function sanitize_postfix(postfix)
+  if postfix == "" or postfix == "." or postfix == ".." then
+    return ""
+  end
+  if sub(postfix, 1, 2) == "./" then
+    return sub(postfix, 3)
+  end
+  if sub(postfix, 1, 3) == "../" then
+    return sub(postfix, 4)
+  end
+  return postfix
+end
+
+--- The upstream path for a match, from the normalised request path, as
+-- Kong's default router (traditional_compatible) builds it:
+-- kong/router/utils.lua get_upstream_uri_v0.
 function _M.upstream_path(c, path)
   local base = c.service.path
-  local postfix = path
-  if c.route.strip_path and c.path then
-    postfix = sub(path, c.path_len + 1)
+  local strip = c.route.strip_path
+  local postfix = sanitize_postfix(sub(path, (c.path_len or 0) + 1))
+  if not c.path then
+    postfix = sanitize_postfix(sub(path, 2))
+  end
+  if byte(base, -1) == SLASH then
+    if not strip then
+      return base .. sub(path, 2)
+    end
+    if postfix == "" then
+      if base == "/" then
+        return "/"
+      end
+      if byte(path, -1) == SLASH then
+        return base
+      end
+      return sub(base, 1, -2)
+    end
+    if byte(postfix, 1) == SLASH then
+      return sub(base, 1, -2) .. postfix
+    end
+    return base .. postfix
+  end
+  if not strip then
+    if path == "/" then
+      return base
+    end
+    return base .. path
   end
   if postfix == "" then
+    if #path > 1 and byte(path, -1) == SLASH then
+      return base .. "/"
+    end
     return base
   end
-  local base_slash = byte(base, -1) == SLASH
-  local post_slash = byte(postfix, 1) == SLASH
-  if base_slash and post_slash then
-    return base .. sub(postfix, 2)
+  if byte(postfix, 1) == SLASH then
+    return base .. postfix
   end
-  if not base_slash and not post_slash and c.route.path_handling == "v1" then
-    return base .. "/" .. postfix
-  end
-  return base .. postfix
+  return base .. "/" .. postfix
 end
 
 return _M

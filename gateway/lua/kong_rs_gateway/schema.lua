@@ -399,15 +399,19 @@ function fill_record(record, input)
 end
 _M.fill_record = fill_record
 
---- Merge a partial update into an entity like Kong's PATCH: records merge
--- recursively, anything else is replaced.
+--- Merge a partial update into an entity like Kong's PATCH (Schema:
+-- merge_values in kong/db/schema/init.lua): a record given as any table is
+-- merged field by field into the stored one (`{}` changes nothing), anything
+-- else is replaced.
 local function merge(record, old, patch)
   local idx = record and fields_of(record)
   local out = deepcopy(old)
+  if type(out) ~= "table" then
+    out = {}
+  end
   for k, v in pairs(patch) do
     local def = idx and idx.defs[k]
-    if def and def.type == "record" and type(v) == "table" and type(out[k]) == "table"
-       and not is_sequence(v) then
+    if def and def.type == "record" and type(v) == "table" then
       out[k] = merge(def, out[k], v)
     else
       out[k] = v

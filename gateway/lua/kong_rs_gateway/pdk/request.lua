@@ -1,5 +1,6 @@
 -- kong.request (kong/pdk/request.lua) over ngx.*.
 local phases = require "kong_rs_gateway.pdk.phases"
+local normalize = require("kong_rs_gateway.uri").normalize
 
 local ngx = ngx
 local var = ngx.var
@@ -40,11 +41,17 @@ function _M.get_method()
   return req.get_method()
 end
 
-function _M.get_path()
+-- kong/pdk/request.lua: get_raw_path is the path as sent, get_path its
+-- normalised form (kong/tools/uri.lua normalize, slashes merged)
+function _M.get_raw_path()
   check(REQUEST)
   local uri = var.request_uri or ""
   local q = find(uri, "?", 2, true)
   return q and sub(uri, 1, q - 1) or uri
+end
+
+function _M.get_path()
+  return normalize(_M.get_raw_path(), true)
 end
 
 function _M.get_path_with_query()
