@@ -40,6 +40,7 @@ describe("kong-rs-gateway configuration", function()
 
   it("seeds from a declarative file", function()
     local file = os.tmpname()
+    finally(function() os.remove(file) end)
     local f = assert(io.open(file, "w"))
     f:write([[{
       "_format_version": "3.0",
@@ -65,6 +66,7 @@ describe("kong-rs-gateway configuration", function()
 
   it("refuses to start on an invalid declarative file, saying why", function()
     local file = os.tmpname()
+    finally(function() os.remove(file) end)
     local f = assert(io.open(file, "w"))
     f:write([[{ "_format_version": "3.0", "plugins": [ { "name": "echo-conf", "config": {} } ] }]])
     f:close()
