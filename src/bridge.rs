@@ -10,7 +10,7 @@
 //! | `reads_request_body` | read the body before rewrite/access |
 //! | `stream` | implements `preread`: may be enabled on stream routes |
 //! | `schema` | the `config` record in Kong's schema DSL |
-//! | `new(conf[, fast_path])` | instance (a table; `id` names the plugin), or `nil, err`; with `fast_path` true, also its FFI handle when the plugin declares one |
+//! | `new(conf)` | instance (a table; `id` names the plugin), or `nil, err` |
 //! | `validate(conf)` | `true`, or `nil, err` (the constructor's message) |
 //! | `stats()` | `{ built = n, live = n }`: constructor calls and live instances |
 //! | `<phase>(id[, chunk, eof])` | runs one phase of instance `id`, see below |
@@ -83,7 +83,9 @@ impl<'lua> ModuleBuilder<'lua> {
         Ok(self)
     }
 
-    /// The module table: `plugins` (name → factory), `dump()` (every plugin's
+    /// The module table: `plugins` (name → factory), `ops` (the write ops
+    /// the phases return, `{ code, "kong.* path", args }`, from which
+    /// `kong_rs/actions.lua` generates its applier), `dump()` (every plugin's
     /// description as JSON), `is_current(path)` (whether the file at `path`
     /// is the one this module was loaded from; nil when that cannot be
     /// told), `opens` (how many Lua states of this process opened this copy
@@ -98,6 +100,17 @@ impl<'lua> ModuleBuilder<'lua> {
         let module = self.lua.create_table()?;
         module.set("plugins", self.plugins)?;
         module.set("version", env!("CARGO_PKG_VERSION"))?;
+        // The write ops, for kong_rs/actions.lua to generate its applier
+        // from: { code, "kong path", "args" } in code order.
+        let ops = self.lua.create_table()?;
+        for (op, path, args) in crate::pdk::actions::OPS {
+            let entry = self.lua.create_table()?;
+            entry.raw_push(op as u8)?;
+            entry.raw_push(path)?;
+            entry.raw_push(args.name())?;
+            ops.raw_push(entry)?;
+        }
+        module.set("ops", ops)?;
         let dump = serde_json::to_string_pretty(&self.descriptions)
             .map_err(|e| mlua::Error::runtime(e.to_string()))?;
         module.set(
@@ -303,7 +316,7 @@ fn factory<P: Plugin>(
     let new_registry = registry.clone();
     factory.set(
         "new",
-        lua.create_function(move |lua, (conf, fast_path): (LuaValue, Option<bool>)| {
+        lua.create_function(move |lua, conf: LuaValue| {
             new_counters.built.set(new_counters.built.get() + 1);
             match build::<P>(lua, conf) {
                 Ok(plugin) => {
@@ -316,9 +329,6 @@ fn factory<P: Plugin>(
                         Ok(table) => table,
                         Err(e) => return Ok((LuaValue::Nil, Some(e.to_string()))),
                     };
-                    if fast_path == Some(true) {
-                        add_fast_path(lua, &table, &instance)?;
-                    }
                     Ok((LuaValue::Table(table), None))
                 }
                 Err(message) => Ok((LuaValue::Nil, Some(message))),
@@ -417,8 +427,8 @@ impl Hasher for IdHasher {
 }
 
 /// Kept in the instance table: when Lua collects the table, this drops the
-/// instance from the registry (the plugin itself is dropped once its FFI
-/// handle, if any, is freed too).
+/// instance from the registry, and with it the plugin (unless a phase of it
+/// is running: that holds a clone until it returns).
 struct Guard<P> {
     registry: Rc<RefCell<Registry<P>>>,
     id: i64,
@@ -506,36 +516,6 @@ fn phase_functions<P: Plugin>(
         };
         factory.raw_set(phase.name(), function)?;
     }
-    Ok(())
-}
-
-/// Gives an instance that opts in ([`Plugin::fast_path`]) its FFI handle:
-/// `fast` (a pointer the Lua side wraps with `ffi.gc`, which frees it),
-/// `fast_headers` and `fast_body`.
-fn add_fast_path<P: Plugin>(
-    lua: &Lua,
-    table: &Table,
-    instance: &Rc<Instance<P>>,
-) -> mlua::Result<()> {
-    // The fast path has no per-request state to carry.
-    if size_of::<P::State>() != 0 {
-        return Ok(());
-    }
-    let Some(fast_path) = instance.plugin.fast_path() else {
-        return Ok(());
-    };
-    let headers = lua.create_sequence_from(fast_path.request_headers.iter().map(String::as_str))?;
-    let body = fast_path.request_body;
-    let Some(handle) =
-        crate::ffi::KongRsInstance::new(instance.clone(), |i: &Instance<P>| &i.plugin, fast_path)
-    else {
-        // More inputs than one FFI call carries: stay on the mlua path.
-        return Ok(());
-    };
-    table.raw_set("fast_headers", headers)?;
-    table.raw_set("fast_body", body)?;
-    let pointer = Box::into_raw(handle);
-    table.raw_set("fast", mlua::LightUserData(pointer.cast()))?;
     Ok(())
 }
 

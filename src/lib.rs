@@ -67,7 +67,6 @@ extern crate self as kong_rs;
 
 mod bridge;
 mod error;
-pub mod ffi;
 mod library;
 mod metaschema;
 pub mod pdk;
@@ -82,7 +81,7 @@ pub use error::{Error, Result};
 pub use kong_rs_macros::plugin;
 pub use pdk::mock::{MockPdk, run_request};
 pub use pdk::{Entity, Headers, LogLevel, Pdk, QueryValue, Value};
-pub use plugin::{Exit, FastPath, Flow, Phase, Plugin};
+pub use plugin::{Exit, Flow, Phase, Plugin};
 
 /// Re-exported so that [`export_plugins!`] works without a direct dependency.
 #[doc(hidden)]

@@ -54,19 +54,6 @@ pub trait Plugin: Sized + 'static {
     /// `kong.request().get_raw_body()` works from Rust.
     const READS_REQUEST_BODY: bool = false;
 
-    /// Opts an instance into the LuaJIT FFI fast path: its rewrite, access,
-    /// header_filter and log phases are then entered through an FFI call
-    /// (a few ns instead of ~40 through the Lua C API), with the inputs it
-    /// declares fetched by the Lua side beforehand. On that path the PDK
-    /// serves only those inputs (`kong.request().get_header` of a declared
-    /// name, `get_raw_body` when declared); writes and log lines are deferred
-    /// as always; any other call is an `Err` naming the call, so a missing
-    /// declaration fails loudly. Needs `State = ()`; `None` (the default)
-    /// keeps the plugin on the full PDK.
-    fn fast_path(&self) -> Option<FastPath> {
-        None
-    }
-
     /// Builds an instance from a config: validate and precompute here.
     ///
     /// # Errors
@@ -159,15 +146,6 @@ pub trait Plugin: Sized + 'static {
     fn log(&self, _kong: &mut dyn Pdk, _state: &mut Self::State) -> Result<()> {
         Ok(())
     }
-}
-
-/// What a plugin reads on the FFI fast path (see [`Plugin::fast_path`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FastPath {
-    /// Request headers its phases read, fetched with `kong.request.get_header`.
-    pub request_headers: Vec<String>,
-    /// Whether rewrite/access read the request body (`get_raw_body`).
-    pub request_body: bool,
 }
 
 /// A Kong plugin phase.

@@ -1,32 +1,39 @@
 -- kong_rs.actions: applies the writes a Rust phase deferred.
 --
 -- Calling Lua from Rust costs more than most writes, so the Rust PDK packs
--- writes (and, on the FFI fast path, log lines) into one string, returned when the phase ends, and this module
--- performs them in order with the real kong.* functions (JIT-compiled here).
+-- writes into one string, returned when the phase ends, and this module
+-- performs them in order with the real kong.* functions.
 -- Format, per write: op (u8), name length (u32 LE), name, value length
--- (u32 LE), value. Op codes match `Op` in src/pdk/lua.rs.
+-- (u32 LE), value.
+--
+-- The op codes are defined once, in Rust (`OPS` in src/pdk/actions.rs):
+-- the native module hands them over as `ops` ({ code, "kong path", args }),
+-- and `new` generates the applier from them as straight-line Lua, which
+-- LuaJIT compiles like hand-written code.
 
 local byte = string.byte
 local sub = string.sub
+local concat = table.concat
+local format = string.format
 local tonumber = tonumber
 local tostring = tostring
 local error = error
+local load = load
+local type = type
+local ipairs = ipairs
+local setmetatable = setmetatable
 
-local RESP_SET_HEADER = 1
-local RESP_ADD_HEADER = 2
-local RESP_CLEAR_HEADER = 3
-local RESP_SET_STATUS = 4
-local SREQ_SET_HEADER = 5
-local SREQ_ADD_HEADER = 6
-local SREQ_CLEAR_HEADER = 7
-local SREQ_SET_PATH = 8
-local SREQ_SET_RAW_QUERY = 9
-local SREQ_SET_METHOD = 10
-local SREQ_SET_RAW_BODY = 11
-local LOG_ERR = 12
-local LOG_DEBUG = 16
+local ARGS = {
+  name_value = "name, value",
+  name = "name",
+  value = "value",
+  status = "tonumber(value)",
+}
 
-local LOG_LEVELS = { [12] = "err", [13] = "warn", [14] = "notice", [15] = "info", [16] = "debug" }
+local _M = {}
+
+-- Appliers already generated, by `ops` table (one per native module).
+local appliers = setmetatable({}, { __mode = "k" })
 
 
 -- string.byte/sub rather than FFI pointers: in LuaJIT's interpreter (not
@@ -37,51 +44,35 @@ local function u32(s, i)
 end
 
 
--- Performs the action at (1-based) position `i` of `s`; returns the next one.
-local function apply_one(s, i)
-  local op = byte(s, i)
-  local name_len = u32(s, i + 1)
-  local name = sub(s, i + 5, i + 4 + name_len)
-  i = i + 5 + name_len
-  local value_len = u32(s, i)
-  local value = sub(s, i + 4, i + 3 + value_len)
-
-  if op == SREQ_SET_HEADER then
-    kong.service.request.set_header(name, value)
-  elseif op == RESP_SET_HEADER then
-    kong.response.set_header(name, value)
-  elseif op == RESP_ADD_HEADER then
-    kong.response.add_header(name, value)
-  elseif op == RESP_CLEAR_HEADER then
-    kong.response.clear_header(name)
-  elseif op == RESP_SET_STATUS then
-    kong.response.set_status(tonumber(value))
-  elseif op == SREQ_ADD_HEADER then
-    kong.service.request.add_header(name, value)
-  elseif op == SREQ_CLEAR_HEADER then
-    kong.service.request.clear_header(name)
-  elseif op == SREQ_SET_PATH then
-    kong.service.request.set_path(value)
-  elseif op == SREQ_SET_RAW_QUERY then
-    kong.service.request.set_raw_query(value)
-  elseif op == SREQ_SET_METHOD then
-    kong.service.request.set_method(value)
-  elseif op == SREQ_SET_RAW_BODY then
-    kong.service.request.set_raw_body(value)
-  elseif op >= LOG_ERR and op <= LOG_DEBUG then
-    kong.log[LOG_LEVELS[op]](value)
-  else
-    error("kong_rs.actions: unknown op " .. tostring(op))
+local function generate(ops)
+  local code = {
+    "local u32, byte, sub, tonumber, tostring, error = ...",
+    "local function apply_one(s, i)",
+    "  local op = byte(s, i)",
+    "  local name_len = u32(s, i + 1)",
+    "  local name = sub(s, i + 5, i + 4 + name_len)",
+    "  i = i + 5 + name_len",
+    "  local value_len = u32(s, i)",
+    "  local value = sub(s, i + 4, i + 3 + value_len)",
+  }
+  for n, op in ipairs(ops) do
+    local code_number, path, args = op[1], op[2], ARGS[op[3]]
+    if type(code_number) ~= "number" or type(path) ~= "string" or not path:match("^[%w_.]+$")
+       or not args
+    then
+      error("kong_rs.actions: the native module's op " .. n .. " is malformed", 3)
+    end
+    code[#code + 1] = format("  %s op == %d then kong.%s(%s)",
+                             n == 1 and "if" or "elseif", code_number, path, args)
   end
-  return i + 4 + value_len
-end
-
-
---- Performs every action in `buffer`, in order. Raises what kong.* raises.
--- The first four are applied by straight-line code: a loop here, entered
--- once per request with a handful of iterations, would keep LuaJIT from
--- compiling the caller into one trace.
-local function apply(buffer)
+  code[#code + 1] = "  else error(\"kong_rs.actions: unknown op \" .. tostring(op)) end"
+  code[#code + 1] = "  return i + 4 + value_len"
+  code[#code + 1] = "end"
+  -- The first four actions by straight-line code: a loop, entered once per
+  -- request with a handful of iterations, would keep LuaJIT from compiling
+  -- the caller into one trace.
+  code[#code + 1] = [[
+return function(buffer)
   local size = #buffer
   local i = 1
   if i <= size then i = apply_one(buffer, i) end
@@ -91,7 +82,23 @@ local function apply(buffer)
   while i <= size do
     i = apply_one(buffer, i)
   end
+end]]
+  local chunk = assert(load(concat(code, "\n"), "=kong_rs.actions"))
+  return chunk(u32, byte, sub, tonumber, tostring, error)
 end
 
 
-return { apply = apply }
+--- Returns `apply(buffer)`, which performs every action in `buffer` in
+-- order and raises what kong.* raises, for the op table `ops` of a native
+-- module.
+function _M.new(ops)
+  local apply = appliers[ops]
+  if not apply then
+    apply = generate(ops)
+    appliers[ops] = apply
+  end
+  return apply
+end
+
+
+return _M

@@ -23,7 +23,6 @@ describe("in-worker benchmarks (smoke)", function()
     end
     for _, expected in ipairs({
       "dispatch: factory.access(id) of an empty Rust phase",
-      "dispatch: kong_rs_ffi_call() of an empty Rust phase",
       "lua: kong.request.get_header",
       "rust: get_header",
       "rust: set_header",

@@ -103,38 +103,3 @@ describe(PLUGIN_NAME .. ": (unit)", function()
     assert.matches("deny_status must be between 400 and 599, got 200", errors[1], nil, true)
   end)
 end)
-
-describe("rs-hello: (FFI fast path)", function()
-  local fast_handler = require("kong_rs.handler").new("kong_rs_plugins", PLUGIN_NAME,
-                                                      { fast_path = true })
-
-  it("sets the header and performs exits through the FFI path too", function()
-    local state = stub.install()
-    fast_handler:access({ message = "via ffi" })
-    assert.equal("via ffi", state.response_headers["x-hello-from-rust"])
-    assert.same({}, state.exits)
-
-    state = stub.install()
-    fast_handler:access({ message = "no entry", deny_status = 451 })
-    assert.equal(451, state.exits[1].status)
-    assert.equal("no entry", state.exits[1].body)
-  end)
-
-  it("answers 500 and logs when the instance cannot be built", function()
-    local state = stub.install()
-    fast_handler:access({ message = "x", deny_status = 200 })
-    assert.equal(500, state.exits[1].status)
-    assert.matches("deny_status must be between 400 and 599", stub.logs_at(state, "err")[1], nil, true)
-  end)
-
-  it("runs access through the FFI handle, owned by the GC", function()
-    stub.install()
-    local factory = require("kong_rs_plugins").plugins["rs-hello"]
-    assert.is_nil(factory.new({ message = "x" }).fast, "no handle unless asked for")
-    local instance = factory.new({ message = "x" }, true)
-    assert.equal("userdata", type(instance.fast), "raw handle before the glue wraps it")
-    assert.same({}, instance.fast_headers)
-    require("kong_rs_ffi").load("kong_rs_plugins").kong_rs_ffi_instance_free(
-      require("ffi").cast("kong_rs_instance_t *", instance.fast))
-  end)
-end)

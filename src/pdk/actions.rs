@@ -1,16 +1,18 @@
 //! Deferred PDK effects: what a Rust phase asks the Lua side to do once it
 //! returns, packed into one byte buffer.
 //!
-//! Calling from Rust into Lua costs more than most writes, so writes (and,
-//! on the FFI fast path, log lines) are appended here and applied by
-//! `kong-plugin/kong_rs/actions.lua`, in order, with the real `kong.*`
-//! functions. Format, per action: op (u8), name length (u32 LE), name,
-//! value length (u32 LE), value.
+//! Calling from Rust into Lua costs more than most writes, so writes are
+//! appended here and applied by `kong-plugin/kong_rs/actions.lua`, in
+//! order, with the real `kong.*` functions. Format, per action: op (u8),
+//! name length (u32 LE), name, value length (u32 LE), value.
+//!
+//! [`OPS`] is the only definition of the op codes: the module hands it to
+//! the Lua side (`ops` in the module table), which generates its applier
+//! from it, so the two languages cannot disagree.
 
 use crate::error::{Error, Result};
-use crate::pdk::LogLevel;
 
-/// An action's kind; the codes are shared with `kong_rs/actions.lua`.
+/// An action's kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Op {
@@ -25,48 +27,68 @@ pub(crate) enum Op {
     SreqSetRawQuery = 9,
     SreqSetMethod = 10,
     SreqSetRawBody = 11,
-    LogErr = 12,
-    LogWarn = 13,
-    LogNotice = 14,
-    LogInfo = 15,
-    LogDebug = 16,
 }
 
-impl Op {
-    const ALL: [Op; 16] = [
-        Op::RespSetHeader,
-        Op::RespAddHeader,
-        Op::RespClearHeader,
-        Op::RespSetStatus,
-        Op::SreqSetHeader,
-        Op::SreqAddHeader,
-        Op::SreqClearHeader,
-        Op::SreqSetPath,
-        Op::SreqSetRawQuery,
-        Op::SreqSetMethod,
-        Op::SreqSetRawBody,
-        Op::LogErr,
-        Op::LogWarn,
-        Op::LogNotice,
-        Op::LogInfo,
-        Op::LogDebug,
-    ];
+/// Which of an action's fields the `kong.*` function takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Args {
+    /// `f(name, value)`
+    NameValue,
+    /// `f(name)`
+    Name,
+    /// `f(value)`
+    Value,
+    /// `f(tonumber(value))`
+    Status,
+}
 
-    /// The op that logs at `level`.
-    pub(crate) fn log(level: LogLevel) -> Op {
-        match level {
-            LogLevel::Err => Op::LogErr,
-            LogLevel::Warn => Op::LogWarn,
-            LogLevel::Notice => Op::LogNotice,
-            LogLevel::Info => Op::LogInfo,
-            LogLevel::Debug => Op::LogDebug,
+impl Args {
+    /// The name the Lua side knows it by.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Args::NameValue => "name_value",
+            Args::Name => "name",
+            Args::Value => "value",
+            Args::Status => "status",
         }
     }
-
-    fn is_log(self) -> bool {
-        self as u8 >= Op::LogErr as u8
-    }
 }
+
+/// Every op, in code order: the op, the `kong.*` function that performs
+/// it (below `kong`), and its arguments.
+pub(crate) const OPS: [(Op, &str, Args); 11] = [
+    (Op::RespSetHeader, "response.set_header", Args::NameValue),
+    (Op::RespAddHeader, "response.add_header", Args::NameValue),
+    (Op::RespClearHeader, "response.clear_header", Args::Name),
+    (Op::RespSetStatus, "response.set_status", Args::Status),
+    (
+        Op::SreqSetHeader,
+        "service.request.set_header",
+        Args::NameValue,
+    ),
+    (
+        Op::SreqAddHeader,
+        "service.request.add_header",
+        Args::NameValue,
+    ),
+    (
+        Op::SreqClearHeader,
+        "service.request.clear_header",
+        Args::Name,
+    ),
+    (Op::SreqSetPath, "service.request.set_path", Args::Value),
+    (
+        Op::SreqSetRawQuery,
+        "service.request.set_raw_query",
+        Args::Value,
+    ),
+    (Op::SreqSetMethod, "service.request.set_method", Args::Value),
+    (
+        Op::SreqSetRawBody,
+        "service.request.set_raw_body",
+        Args::Value,
+    ),
+];
 
 /// One decoded action: op, name, value.
 pub(crate) type Action<'a> = (Op, &'a [u8], &'a [u8]);
@@ -96,31 +118,9 @@ impl Actions {
         self.buffer.is_empty()
     }
 
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.buffer
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.buffer.clear();
-    }
-
     /// Takes the buffer, leaving this one empty.
     pub(crate) fn take(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.buffer)
-    }
-
-    /// Keeps only the log lines: when a phase fails, its writes are dropped
-    /// (the request is answered 500) but what it logged is still worth
-    /// seeing.
-    pub(crate) fn retain_logs(&mut self) -> Result<()> {
-        let mut kept = Actions::default();
-        for (op, name, value) in decode(&self.buffer)? {
-            if op.is_log() {
-                kept.push(op, name, value)?;
-            }
-        }
-        *self = kept;
-        Ok(())
     }
 }
 
@@ -133,7 +133,7 @@ pub(crate) fn decode(buffer: &[u8]) -> Result<Vec<Action<'_>>> {
     let mut actions = Vec::new();
     let mut rest = buffer;
     while let Some((&code, tail)) = rest.split_first() {
-        let op = *Op::ALL
+        let (op, _, _) = *OPS
             .get(usize::from(code).wrapping_sub(1))
             .ok_or_else(corrupt)?;
         let (name, tail) = take_field(tail).ok_or_else(corrupt)?;
@@ -155,24 +155,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trips_and_keeps_only_logs_on_failure() {
+    fn round_trips_bytes_unchanged() {
         let mut actions = Actions::default();
         actions
             .push(Op::SreqSetHeader, b"x-a", b"\xff\x00v")
             .unwrap();
-        actions.push(Op::LogErr, b"", b"oops").unwrap();
         actions.push(Op::RespSetStatus, b"", b"418").unwrap();
-        let decoded = decode(actions.as_bytes()).unwrap();
+        let buffer = actions.take();
+        let decoded = decode(&buffer).unwrap();
         assert_eq!(
-            decoded[0],
-            (Op::SreqSetHeader, &b"x-a"[..], &b"\xff\x00v"[..])
+            decoded,
+            [
+                (Op::SreqSetHeader, &b"x-a"[..], &b"\xff\x00v"[..]),
+                (Op::RespSetStatus, &b""[..], &b"418"[..]),
+            ]
         );
-        assert_eq!(decoded.len(), 3);
-        actions.retain_logs().unwrap();
-        assert_eq!(
-            decode(actions.as_bytes()).unwrap(),
-            [(Op::LogErr, &b""[..], &b"oops"[..])]
-        );
+        assert!(actions.is_empty());
+    }
+
+    #[test]
+    fn the_table_is_in_code_order() {
+        for (i, (op, _, _)) in OPS.iter().enumerate() {
+            assert_eq!(*op as usize, i + 1, "{op:?}");
+        }
     }
 
     #[test]

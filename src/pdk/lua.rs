@@ -4,7 +4,7 @@
 //! kept as a function handle; a call from Rust is then one Lua call, with no
 //! table walks. Byte strings cross as Lua strings, both ways, unchanged.
 
-use super::actions::{self, Actions, Op};
+use super::actions::{self, Actions, Args, Op};
 use super::ngx::NgxRequest;
 use super::{
     Client, Ctx, Entity, Headers, Log, LogLevel, Nginx, QueryValue, Request, Response, Router,
@@ -26,6 +26,15 @@ macro_rules! pdk_functions {
         enum F { $($id,)* }
         /// Their paths below the `kong` global, in the same order.
         const PATHS: &[&str] = &[$($path,)*];
+
+        impl F {
+            const ALL: &[F] = &[$(F::$id,)*];
+
+            /// The function at `path` (below `kong`).
+            fn at(path: &str) -> Option<F> {
+                PATHS.iter().position(|p| *p == path).map(|i| F::ALL[i])
+            }
+        }
     };
 }
 
@@ -132,25 +141,6 @@ impl PdkCache {
     fn current(&self) -> Rc<Handles> {
         self.handles.borrow().clone()
     }
-}
-
-/// The `kong.*` function that performs a deferred write; log lines go
-/// through [`LOG_SHIM`] instead.
-fn op_function(op: Op) -> Option<F> {
-    Some(match op {
-        Op::RespSetHeader => F::RespSetHeader,
-        Op::RespAddHeader => F::RespAddHeader,
-        Op::RespClearHeader => F::RespClearHeader,
-        Op::RespSetStatus => F::RespSetStatus,
-        Op::SreqSetHeader => F::SreqSetHeader,
-        Op::SreqAddHeader => F::SreqAddHeader,
-        Op::SreqClearHeader => F::SreqClearHeader,
-        Op::SreqSetPath => F::SreqSetPath,
-        Op::SreqSetRawQuery => F::SreqSetRawQuery,
-        Op::SreqSetMethod => F::SreqSetMethod,
-        Op::SreqSetRawBody => F::SreqSetRawBody,
-        Op::LogErr | Op::LogWarn | Op::LogNotice | Op::LogInfo | Op::LogDebug => return None,
-    })
 }
 
 /// The PDK of a phase running inside the worker.
@@ -289,33 +279,20 @@ impl<'lua> LuaPdk<'lua> {
         }
         let actions = self.actions.take();
         for (op, name, value) in actions::decode(&actions)? {
-            let Some(function) = op_function(op) else {
-                let level = match op {
-                    Op::LogErr => LogLevel::Err,
-                    Op::LogWarn => LogLevel::Warn,
-                    Op::LogNotice => LogLevel::Notice,
-                    Op::LogInfo => LogLevel::Info,
-                    _ => LogLevel::Debug,
-                };
-                self.log_bytes(level, value)?;
-                continue;
-            };
-            match op {
-                Op::RespClearHeader | Op::SreqClearHeader => {
-                    self.call::<()>(function, self.lua.create_string(name)?)?
-                }
-                Op::RespSetStatus => {
+            let (_, path, args) = actions::OPS[op as usize - 1];
+            let id = F::at(path).ok_or_else(|| Error::msg(format!("no handle for kong.{path}")))?;
+            match args {
+                Args::Name => self.call::<()>(id, self.lua.create_string(name)?)?,
+                Args::Value => self.call::<()>(id, self.lua.create_string(value)?)?,
+                Args::Status => {
                     let status: u16 = std::str::from_utf8(value)
                         .ok()
                         .and_then(|v| v.parse().ok())
                         .ok_or_else(|| Error::msg("corrupt status action"))?;
-                    self.call::<()>(function, status)?
+                    self.call::<()>(id, status)?
                 }
-                Op::SreqSetPath | Op::SreqSetRawQuery | Op::SreqSetMethod | Op::SreqSetRawBody => {
-                    self.call::<()>(function, self.lua.create_string(value)?)?
-                }
-                _ => self.call::<()>(
-                    function,
+                Args::NameValue => self.call::<()>(
+                    id,
                     (
                         self.lua.create_string(name)?,
                         self.lua.create_string(value)?,

@@ -29,8 +29,6 @@
 //!   what is queued, so a plugin reads what it wrote; a write Kong refuses
 //!   fails the next read, or the phase (500). A failed phase's queued writes
 //!   are dropped.
-//! - On the FFI fast path ([`Plugin::fast_path`](crate::Plugin::fast_path)),
-//!   log lines are queued the same way.
 //!
 //! What skips Lua: inside nginx, where Kong allows the call in the current
 //! phase, `kong.request().get_header(name)`,
@@ -44,7 +42,6 @@
 //! `kong.*` calls as above.
 
 pub(crate) mod actions;
-pub(crate) mod fast;
 pub mod lua;
 pub mod mock;
 pub(crate) mod ngx;

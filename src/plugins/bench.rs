@@ -7,7 +7,7 @@
 //! - `rs-bench-json`: checks a ~2 KB JSON body against ten field rules and
 //!   answers 400 with the first violation.
 
-use crate::{FastPath, Flow, Pdk, Plugin, Result};
+use crate::{Flow, Pdk, Plugin, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
@@ -32,10 +32,6 @@ impl Plugin for BenchEmpty {
 
     fn new(_config: NoConfig) -> Result<Self> {
         Ok(BenchEmpty)
-    }
-
-    fn fast_path(&self) -> Option<FastPath> {
-        Some(FastPath::default())
     }
 
     fn access(&self, _kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
@@ -66,13 +62,6 @@ impl Plugin for BenchHeaders {
 
     fn new(_config: NoConfig) -> Result<Self> {
         Ok(BenchHeaders)
-    }
-
-    fn fast_path(&self) -> Option<FastPath> {
-        Some(FastPath {
-            request_headers: vec!["x-bench-a".into(), "x-bench-b".into(), "x-bench-c".into()],
-            request_body: false,
-        })
     }
 
     fn access(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
@@ -201,13 +190,6 @@ impl Plugin for BenchJson {
 
     fn new(_config: NoConfig) -> Result<Self> {
         Ok(BenchJson)
-    }
-
-    fn fast_path(&self) -> Option<FastPath> {
-        Some(FastPath {
-            request_headers: Vec::new(),
-            request_body: true,
-        })
     }
 
     fn access(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {

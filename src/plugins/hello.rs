@@ -1,6 +1,6 @@
 //! `rs-hello`: the Go PDK's classic example, in Rust.
 
-use crate::{FastPath, Flow, Pdk, Plugin, Result};
+use crate::{Flow, Pdk, Plugin, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -64,11 +64,6 @@ impl Plugin for Hello {
             message: config.message.into_bytes(),
             deny_status: config.deny_status,
         })
-    }
-
-    // Reads nothing, only writes: the FFI fast path serves it whole.
-    fn fast_path(&self) -> Option<FastPath> {
-        Some(FastPath::default())
     }
 
     fn access(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {

@@ -45,43 +45,23 @@ function InWorkerBench:access(conf)
 
   -- Dispatch: Lua -> Rust -> Lua, empty handler.
   local empty_factory = native.plugins["rs-bench-empty"]
-  local empty = empty_factory.new({}, true)
+  local empty = empty_factory.new({})
   local empty_access, empty_id = empty_factory.access, empty.id
   record("dispatch: factory.access(id) of an empty Rust phase",
          median_ns(repeats, n, function(k) for _ = 1, k do empty_access(empty_id) end end))
 
-  -- Dispatch through LuaJIT FFI (the fast path): same empty phase.
-  local ffi = require("ffi")
-  local kong_rs_ffi = require("kong_rs_ffi")
-  local lib = kong_rs_ffi.load("kong_rs_plugins")
-  local call_ffi = lib.kong_rs_ffi_call
-  local fast = ffi.gc(ffi.cast(kong_rs_ffi.instance_type, empty.fast), lib.kong_rs_ffi_instance_free)
-  local buf = ffi.new("uint8_t[4096]")
-  local lengths = ffi.new("int32_t[3]")
-  record("dispatch: kong_rs_ffi_call() of an empty Rust phase",
-         median_ns(repeats, n, function(k)
-           for _ = 1, k do
-             call_ffi(fast, 2, 0, nil, 0, nil, 0, nil, 0, nil, 0, buf, 4096, lengths)
-           end
-         end))
-
   -- The whole handler: instance cache hit + pcall + dispatch (compiled;
   -- measured before the PDK loops below, whose many side traces can leave
   -- later loops uncompiled, and before the interpreted rows).
-  local handler = require("kong_rs.handler").new("kong_rs_plugins", "rs-bench-empty",
-                                                 { fast_path = true })
   local empty_conf = {}
-  handler:access(empty_conf)
   local mlua_empty = require("kong.plugins.rs-bench-empty.handler")
   mlua_empty:access(empty_conf)
   record("handler:access(conf): cache hit + mlua dispatch (rs-bench-empty)",
          median_ns(repeats, n, function(k) for _ = 1, k do mlua_empty:access(empty_conf) end end))
-  record("handler:access(conf): cache hit + FFI dispatch (rs-bench-empty)",
-         median_ns(repeats, n, function(k) for _ = 1, k do handler:access(empty_conf) end end))
 
   local get_header_bench = kong.request.get_header
   -- The headers workload (3 header reads, 3 writes) on each path, writes applied.
-  local apply_actions = require("kong_rs.actions").apply
+  local apply_actions = require("kong_rs.actions").new(native.ops)
   local headers_factory = native.plugins["rs-bench-headers"]
   local headers_instance = headers_factory.new({})
   local headers_mlua, headers_id = headers_factory.access, headers_instance.id
@@ -92,34 +72,12 @@ function InWorkerBench:access(conf)
              if actions then apply_actions(actions) end
            end
          end))
-  local headers_handler = require("kong_rs.handler").new("kong_rs_plugins", "rs-bench-headers",
-                                                         { fast_path = true })
   local headers_conf = {}
-  record("headers workload, FFI fast path (handler:access)",
-         median_ns(repeats, n / 10, function(k)
-           for _ = 1, k do headers_handler:access(headers_conf) end
-         end))
-  -- Its pieces on the fast path.
   record("  piece: 3 x kong.request.get_header from Lua",
          median_ns(repeats, n / 10, function(k)
            for _ = 1, k do
              get_header_bench("x-bench-a"); get_header_bench("x-bench-b"); get_header_bench("x-bench-c")
            end
-         end))
-  local headers_fast = ffi.gc(ffi.cast(kong_rs_ffi.instance_type, headers_factory.new({}, true).fast),
-                              lib.kong_rs_ffi_instance_free)
-  local a, b, c = "hello", "b", "c"
-  local last_actions
-  record("  piece: kong_rs_ffi_call with 3 inputs + copy-out of the writes",
-         median_ns(repeats, n / 10, function(k)
-           for _ = 1, k do
-             call_ffi(headers_fast, 2, 3, a, #a, b, #b, c, #c, nil, 0, buf, 4096, lengths)
-             last_actions = ffi.string(buf, lengths[2])
-           end
-         end))
-  record("  piece: apply 3 deferred writes",
-         median_ns(repeats, n / 10, function(k)
-           for _ = 1, k do apply_actions(last_actions) end
          end))
   local lua_headers = require("kong.plugins.lua-bench-headers.handler")
   record("headers workload, Lua twin (handler:access)",
@@ -129,8 +87,6 @@ function InWorkerBench:access(conf)
 
   -- The same handlers with the JIT off: nginx enters each phase from C, so a
   -- real request path is not always compiled; this is the other bound.
-  local fast_handler = require("kong_rs.handler").new("kong_rs_plugins", "rs-bench-empty",
-                                                      { fast_path = true })
   local mlua_handler = require("kong.plugins.rs-bench-empty.handler")
   local function interpreted(name, handler_to_run, conf, k_div)
     -- jit.off() alone keeps running traces already compiled: flush them too.
@@ -163,15 +119,10 @@ function InWorkerBench:access(conf)
   interpreted_loop("interpreted: empty Lua function call", 10, function(k)
     for _ = 1, k do lua_empty_fn() end
   end)
-  interpreted("interpreted: rs-bench-empty handler:access, FFI fast path", fast_handler, {}, 10)
   interpreted("interpreted: rs-bench-empty handler:access, mlua path", mlua_handler, {}, 10)
   interpreted("interpreted: lua-bench-empty handler:access",
               require("kong.plugins.lua-bench-empty.handler"), {}, 10)
-  local headers_fast_handler = require("kong_rs.handler").new("kong_rs_plugins",
-                                                              "rs-bench-headers",
-                                                              { fast_path = true })
   local headers_mlua_handler = require("kong.plugins.rs-bench-headers.handler")
-  interpreted("interpreted: headers workload, FFI fast path", headers_fast_handler, {}, 10)
   interpreted("interpreted: headers workload, mlua path", headers_mlua_handler, {}, 10)
   -- Rust's header reads and writes through kong.* instead of straight
   -- through nginx.
