@@ -37,6 +37,13 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
+/// The version of the interface between this module and the Lua glue
+/// (`kong-plugin/kong_rs/*.lua`): the module table's shape, the phase
+/// functions' arguments and results, the ops. The glue refuses a module
+/// with another (`kong_rs/loader.lua`), so two rocks built on different
+/// kong-rs versions fail loudly instead of half-working.
+pub(crate) const ABI: u32 = 1;
+
 /// Where a request's [`Plugin::State`] lives in `kong.ctx.plugin`.
 const STATE_KEY: &str = "__kong_rs_state";
 
@@ -83,7 +90,9 @@ impl<'lua> ModuleBuilder<'lua> {
         Ok(self)
     }
 
-    /// The module table: `plugins` (name → factory), `ops` (the write ops
+    /// The module table: `abi` (the glue interface version), `phase_rules`
+    /// (per phase: `respond`, may it answer; `body`, is the request body
+    /// read first), `plugins` (name → factory), `ops` (the write ops
     /// the phases return, `{ code, "kong.* path", args }`, from which
     /// `kong_rs/actions.lua` generates its applier), `dump()` (every plugin's
     /// description as JSON), `is_current(path)` (whether the file at `path`
@@ -111,6 +120,17 @@ impl<'lua> ModuleBuilder<'lua> {
             ops.raw_push(entry)?;
         }
         module.set("ops", ops)?;
+        // Where each phase may respond and which phases get the request
+        // body: Kong's rules as the Rust side knows them, for the glue.
+        let phases = self.lua.create_table()?;
+        for phase in Phase::ALL {
+            let rules = self.lua.create_table()?;
+            rules.raw_set("respond", phase.can_respond())?;
+            rules.raw_set("body", phase.reads_request_body())?;
+            phases.raw_set(phase.name(), rules)?;
+        }
+        module.set("phase_rules", phases)?;
+        module.set("abi", ABI)?;
         let dump = serde_json::to_string_pretty(&self.descriptions)
             .map_err(|e| mlua::Error::runtime(e.to_string()))?;
         module.set(
@@ -532,7 +552,7 @@ fn dispatch<P: Plugin>(
     let mut pdk = LuaPdk::new(lua, cache);
     // The glue reads the body before these phases of such a plugin and
     // hands it over, nil when it did not fit into the client body buffer.
-    if P::READS_REQUEST_BODY && matches!(phase, Phase::Rewrite | Phase::Access) {
+    if P::READS_REQUEST_BODY && phase.reads_request_body() {
         pdk.set_request_body(body);
     }
     pdk.set_phase(phase);

@@ -197,6 +197,24 @@ impl Phase {
     }
 }
 
+impl Phase {
+    /// Whether `kong.response.exit` works in this phase (Kong's
+    /// `kong/pdk/response.lua`): a [`Flow::Exit`] is performed there, and a
+    /// failed plugin is answered 500; elsewhere a failure is only logged.
+    pub fn can_respond(self) -> bool {
+        matches!(
+            self,
+            Phase::Preread | Phase::Rewrite | Phase::Access | Phase::HeaderFilter | Phase::Response
+        )
+    }
+
+    /// Whether the glue reads the request body before this phase for a
+    /// plugin with [`Plugin::READS_REQUEST_BODY`] (reading it may yield).
+    pub fn reads_request_body(self) -> bool {
+        matches!(self, Phase::Rewrite | Phase::Access)
+    }
+}
+
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -253,5 +271,27 @@ impl Exit {
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Exit {
         self.headers.push((name.into(), value.into()));
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `#[kong_rs::plugin]` (a proc-macro crate, which cannot use this
+    /// type) keeps its own list of phase methods: it must be this one.
+    #[test]
+    fn the_macro_knows_every_phase_by_the_same_name() {
+        let source = include_str!("../macros/src/lib.rs");
+        let start = source
+            .find("const PHASES")
+            .expect("the macro's PHASES table");
+        let table = &source[start..];
+        let table = &table[..table.find("];").expect("end of the table")];
+        for phase in Phase::ALL {
+            let entry = format!("(\"{}\", \"{:?}\")", phase.name(), phase);
+            assert!(table.contains(&entry), "macros/src/lib.rs lacks {entry}");
+        }
+        assert_eq!(table.matches("(\"").count(), Phase::ALL.len(), "{table}");
     }
 }

@@ -15,6 +15,7 @@ local load_native = require("kong_rs.loader").load
 
 local setmetatable = setmetatable
 local ipairs = ipairs
+local pairs = pairs
 local pcall = pcall
 local tostring = tostring
 local error = error
@@ -22,16 +23,10 @@ local error = error
 local ERROR_BODY = { message = "An unexpected error occurred" }
 
 -- Phases in which kong.response.exit is allowed (kong/pdk/response.lua),
--- i.e. where a failed plugin can still be answered with a 500.
-local CAN_RESPOND = {
-  preread = true, -- stream: closes the connection with the code
-  rewrite = true,
-  access = true,
-  header_filter = true,
-  response = true,
-}
-
-local READS_BODY = { rewrite = true, access = true }
+-- i.e. where a failed plugin can still be answered with a 500: filled from
+-- the native module's `phase_rules` (Phase::can_respond in Rust, the one
+-- definition), the same for every kong-rs module of one glue interface.
+local CAN_RESPOND = {}
 
 
 local _M = {}
@@ -166,6 +161,10 @@ function _M.new(native_name, plugin_name)
     error("native module " .. native_name .. " has no plugin " .. plugin_name, 2)
   end
   local apply_actions = new_applier(native.ops)
+  local rules = native.phase_rules
+  for phase, rule in pairs(rules) do
+    CAN_RESPOND[phase] = rule.respond
+  end
 
   local new_instance = factory.new
   local instances = setmetatable({}, { __mode = "k" })
@@ -203,7 +202,7 @@ function _M.new(native_name, plugin_name)
     if phase == "body_filter" then
       handler[phase] = body_filter_handler(plugin_name, run, instances, instance_for, apply_actions)
     else
-      local reads_body = factory.reads_request_body and READS_BODY[phase] or false
+      local reads_body = factory.reads_request_body and rules[phase].body or false
       handler[phase] = phase_handler(plugin_name, phase, run, instances, instance_for,
                                      apply_actions, reads_body)
     end

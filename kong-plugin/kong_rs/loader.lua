@@ -23,6 +23,10 @@ local ngx = ngx
 
 local MAX_SPELLINGS = 64
 
+-- The interface this glue speaks with native modules (`ABI` in
+-- src/bridge.rs): a module built against another kong-rs is refused.
+local ABI = 1
+
 local _M = {}
 
 
@@ -46,19 +50,36 @@ local function versions(native)
 end
 
 
+_M.ABI = ABI
+
+
+-- The module, or an error naming both interface versions.
+local function checked(name, native)
+  if type(native) ~= "table" or native.abi ~= ABI then
+    local theirs = type(native) == "table" and native.abi ~= nil and tostring(native.abi)
+                   or "none (not a kong-rs module)"
+    error("kong-rs: native module " .. name .. " speaks glue interface " .. theirs ..
+          " but this kong_rs glue speaks " .. ABI .. ": install the kong-rs-runtime " ..
+          "(kong_rs/*.lua) that matches the kong-rs version the module was built with", 3)
+  end
+  return native
+end
+
+
 --- Returns the native module `name` (as `require` would), loaded from the
--- file now at its path on `package.cpath`.
+-- file now at its path on `package.cpath`. Raises when the module speaks
+-- another glue interface version.
 function _M.load(name)
   local native = package.loaded[name]
   if native then
-    return native
+    return checked(name, native)
   end
   native = require(name)
   local path = package.searchpath(name, package.cpath)
   if not path or type(native) ~= "table" or not native.is_current
      or native.is_current(path) ~= false
   then
-    return native
+    return checked(name, native)
   end
 
   local dir, file = path:match("^(.*)/([^/]+)$")
@@ -79,14 +100,14 @@ function _M.load(name)
               "loaded the new file (", versions(fresh), "; was ", old, ")")
         end
         package.loaded[name] = fresh
-        return fresh
+        return checked(name, fresh)
       end
     end
   end
   -- Loud, never silent: the old code keeps running until a restart.
   log("ERR", "kong-rs: ", path, " was replaced on disk but the new file could not be ",
       "loaded; still running ", old, ": restart Kong (kong restart) to run the new one")
-  return native
+  return checked(name, native)
 end
 
 
