@@ -540,6 +540,14 @@ fn phase_functions<P: Plugin>(
 }
 
 /// Runs one phase, turning a panic into an error like any other.
+///
+/// Out of memory is the one failure this cannot turn into a 500: LuaJIT
+/// failing to allocate during a PDK call is an `Err` (mlua reports it as a
+/// memory error, the request is answered 500), but the Rust allocator
+/// failing aborts the process (Rust's `handle_alloc_error` does not
+/// unwind), and nginx's master starts a new worker. Unwinding out of an
+/// allocation failure would leave the plugin's own data half-updated; a
+/// fresh worker is the safer answer.
 fn dispatch<P: Plugin>(
     lua: &Lua,
     plugin: &P,

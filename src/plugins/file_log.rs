@@ -44,6 +44,12 @@ pub struct FileLog {
 /// Makes write(2) past RLIMIT_FSIZE fail with EFBIG instead of raising
 /// SIGXFSZ, whose default action kills the process: nginx does not handle
 /// it, and a log plugin must never take its worker down.
+///
+/// This sets the disposition for the whole worker process, once, when the
+/// first rs-file-log instance is built (the Admin API's validation builds
+/// one too): every other file write in that worker then also gets EFBIG
+/// instead of dying, which is what nginx's own log writes already expect.
+/// A signal disposition cannot be scoped to one plugin.
 fn ignore_sigxfsz() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
