@@ -9,7 +9,7 @@ local S = require "spec.reliability.support"
 local cjson = require "cjson.safe"
 
 if h.skip_on_kong("reliability: hostile requests",
-                  "gateway only: counts upstream hits through the /kong-rs/upstream debug endpoint") then
+                  "gateway only: raw requests to the ports in the gateway's ports.env, the echo upstream's hit counter") then
   return
 end
 

@@ -8,10 +8,19 @@ local var = ngx.var
 
 local _M = {}
 
+-- The mock upstream's own counter of the requests it answered (all
+-- workers), for the specs: GET /__kong_rs_echo/hits on the upstream port
+-- (or GET /kong-rs/upstream on the Admin API with --debug) proves whether a
+-- request reached the upstream at all. Not counted itself.
+local HITS_PATH = "/__kong_rs_echo/hits"
+
 function _M.serve()
-  -- counted for the specs (GET /kong-rs/upstream on the Admin API): proves
-  -- whether a request reached the upstream at all
   local dict = ngx.shared.kong_rs
+  if var.uri == HITS_PATH then
+    ngx.header["Content-Type"] = "application/json"
+    ngx.print(json.encode({ hits = dict and dict:get("echo:hits") or 0 }))
+    return
+  end
   if dict then dict:incr("echo:hits", 1, 0) end
   req.read_body()
   local body = req.get_body_data()
