@@ -19,7 +19,7 @@
 //! `factory.body_filter(instance.id, chunk, eof)`) returns nothing when the phase
 //! continues with nothing to apply. Otherwise it returns the pending writes
 //! first (a string for `kong_rs.actions`, or nil; see
-//! [`LuaPdk`](crate::pdk::lua::LuaPdk)), then: nothing to continue,
+//! `LuaPdk` in src/pdk/lua.rs), then: nothing to continue,
 //! `status, body, headers` to exit (performed by the Lua side, since
 //! `kong.response.exit` yields), `false, message` when the plugin failed (an
 //! `Err` or a panic), and for `body_filter` the replacement chunk.
@@ -293,7 +293,7 @@ fn build<P: Plugin>(lua: &Lua, conf: LuaValue) -> Result<P, String> {
     let deserializer = mlua::serde::Deserializer::new_with_options(conf, options);
     let config: P::Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
-        let inner = Error::from(e.into_inner());
+        let inner = Error::lua(e.into_inner());
         if path == "." {
             format!("config: {inner}")
         } else {
@@ -622,16 +622,21 @@ fn with_state<P: Plugin, R>(
         return f(pdk, &mut P::State::default());
     }
     let ctx = pdk.plugin_ctx()?;
-    let stored: Option<AnyUserData> = ctx.raw_get(STATE_KEY)?;
+    let stored: Option<AnyUserData> = ctx.raw_get(STATE_KEY).map_err(Error::lua)?;
     let stored = match stored {
         Some(stored) if stored.is::<StateBox<P::State>>() => stored,
         _ => {
-            let created = pdk.lua().create_userdata(StateBox(P::State::default()))?;
-            ctx.raw_set(STATE_KEY, &created)?;
+            let created = pdk
+                .lua()
+                .create_userdata(StateBox(P::State::default()))
+                .map_err(Error::lua)?;
+            ctx.raw_set(STATE_KEY, &created).map_err(Error::lua)?;
             created
         }
     };
-    let mut state = stored.borrow_mut::<StateBox<P::State>>()?;
+    let mut state = stored
+        .borrow_mut::<StateBox<P::State>>()
+        .map_err(Error::lua)?;
     f(pdk, &mut state.0)
 }
 

@@ -2,25 +2,51 @@
 
 use std::fmt;
 
+/// What kind of failure an [`Error`] is; more kinds may be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A configuration the plugin refuses: the constructor's, or one that
+    /// does not deserialise into the config type. The Admin API answers it
+    /// with a 400.
+    Config,
+    /// A PDK call failed: Kong's Lua side raised an error (a call not
+    /// allowed in this phase, a value Kong refuses, ...).
+    Pdk,
+    /// Reading or writing a file, a socket, ...
+    Io,
+    /// Anything else the plugin gave up on (the kind of [`Error::msg`]).
+    Plugin,
+}
+
 /// A failure in a plugin: a constructor refusing a config, a phase method
 /// giving up, or a PDK call whose Lua side raised an error.
 ///
 /// The message is what users and operators see: the Admin API returns a
 /// constructor's message in its 400, and a phase's message is logged with the
-/// plugin name and the phase before the request is answered 500.
+/// plugin name and the phase before the request is answered 500. It is
+/// `Send + Sync`, so it travels through threads and `Box<dyn Error + Send +
+/// Sync>` code; add context with [`Context::context`].
 #[derive(Debug)]
 pub struct Error {
+    kind: ErrorKind,
     message: String,
-    source: Option<Box<dyn std::error::Error + 'static>>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// An error with `message` and no underlying cause.
+    /// An error of kind [`ErrorKind::Plugin`] with `message` and no cause.
     pub fn msg(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Plugin, message)
+    }
+
+    /// An error of `kind` with `message` and no cause.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
+            kind,
             message: message.into(),
             source: None,
         }
@@ -29,17 +55,67 @@ impl Error {
     /// Wraps `source`, prefixing its text with `context` (`"context: source"`).
     pub fn with_context(
         context: impl fmt::Display,
-        source: impl std::error::Error + 'static,
+        source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
         Error {
+            kind: ErrorKind::Plugin,
             message: format!("{context}: {source}"),
             source: Some(Box::new(source)),
         }
     }
 
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
     /// The message, without the causes' text appended.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// This error with `context` in front of its message (`"context:
+    /// message"`), its kind and cause kept.
+    #[must_use]
+    pub fn context(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+}
+
+/// Adds context to a failure on its way up, as `anyhow::Context` or
+/// Pingora's `OrErr` do: `kong.request().get_header("x")?` becomes
+/// `kong.request().get_header("x").context("reading x")?`.
+pub trait Context<T> {
+    /// On failure, an [`Error`] whose message starts with `context`.
+    ///
+    /// # Errors
+    /// When `self` is a failure (an `Err`, or `None`).
+    fn context(self, context: impl fmt::Display) -> Result<T>;
+
+    /// Like [`context`](Context::context), with the context computed only
+    /// on failure.
+    ///
+    /// # Errors
+    /// When `self` is a failure (an `Err`, or `None`).
+    fn with_context<C: fmt::Display>(self, context: impl FnOnce() -> C) -> Result<T>;
+}
+
+impl<T> Context<T> for Result<T> {
+    fn context(self, context: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| e.context(context))
+    }
+    fn with_context<C: fmt::Display>(self, context: impl FnOnce() -> C) -> Result<T> {
+        self.map_err(|e| e.context(context()))
+    }
+}
+
+impl<T> Context<T> for Option<T> {
+    fn context(self, context: impl fmt::Display) -> Result<T> {
+        self.ok_or_else(|| Error::msg(context.to_string()))
+    }
+    fn with_context<C: fmt::Display>(self, context: impl FnOnce() -> C) -> Result<T> {
+        self.ok_or_else(|| Error::msg(context().to_string()))
     }
 }
 
@@ -51,7 +127,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref()
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -70,16 +148,18 @@ impl From<String> for Error {
 impl From<std::io::Error> for Error {
     fn from(error: std::io::Error) -> Self {
         Error {
+            kind: ErrorKind::Io,
             message: error.to_string(),
             source: Some(Box::new(error)),
         }
     }
 }
 
-impl From<mlua::Error> for Error {
-    fn from(error: mlua::Error) -> Self {
-        // A Lua error raised by a PDK function arrives as a callback or runtime
-        // error; show the Lua message itself rather than mlua's wrapping.
+impl Error {
+    /// A Lua error as a PDK error: the Lua message itself rather than
+    /// mlua's wrapping. Crate-private, so `mlua::Error` stays out of the
+    /// public API.
+    pub(crate) fn lua(error: mlua::Error) -> Self {
         let message = match &error {
             mlua::Error::RuntimeError(text) => text.clone(),
             mlua::Error::CallbackError { cause, .. } => cause.to_string(),
@@ -87,8 +167,33 @@ impl From<mlua::Error> for Error {
             other => other.to_string(),
         };
         Error {
+            kind: ErrorKind::Pdk,
             message,
-            source: Some(Box::new(error)),
+            source: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn is_send_sync_with_a_kind_and_context() {
+        assert_send_sync::<Error>();
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let error = Result::<()>::Err(io.into())
+            .context("opening /x")
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Io);
+        assert_eq!(error.to_string(), "opening /x: no such file");
+        assert!(std::error::Error::source(&error).is_some());
+        let missing = None::<u8>
+            .with_context(|| "header x-a missing")
+            .unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::Plugin);
+        assert_eq!(missing.to_string(), "header x-a missing");
     }
 }

@@ -75,7 +75,7 @@ pub mod plugins;
 pub mod schema;
 
 pub use bridge::{ModuleBuilder, describe};
-pub use error::{Error, Result};
+pub use error::{Context, Error, ErrorKind, Result};
 /// Adds `const PHASES` to an `impl Plugin for T` block, listing the phase
 /// methods it defines. See [`Plugin`].
 pub use kong_rs_macros::plugin;

@@ -282,8 +282,12 @@ impl<'lua> LuaPdk<'lua> {
             let (_, path, args) = actions::OPS[op as usize - 1];
             let id = F::at(path).ok_or_else(|| Error::msg(format!("no handle for kong.{path}")))?;
             match args {
-                Args::Name => self.call::<()>(id, self.lua.create_string(name)?)?,
-                Args::Value => self.call::<()>(id, self.lua.create_string(value)?)?,
+                Args::Name => {
+                    self.call::<()>(id, self.lua.create_string(name).map_err(Error::lua)?)?
+                }
+                Args::Value => {
+                    self.call::<()>(id, self.lua.create_string(value).map_err(Error::lua)?)?
+                }
                 Args::Status => {
                     let status: u16 = std::str::from_utf8(value)
                         .ok()
@@ -294,8 +298,8 @@ impl<'lua> LuaPdk<'lua> {
                 Args::NameValue => self.call::<()>(
                     id,
                     (
-                        self.lua.create_string(name)?,
-                        self.lua.create_string(value)?,
+                        self.lua.create_string(name).map_err(Error::lua)?,
+                        self.lua.create_string(value).map_err(Error::lua)?,
                     ),
                 )?,
             }
@@ -327,13 +331,13 @@ impl<'lua> LuaPdk<'lua> {
     }
 
     fn walk(&self, path: &str) -> Result<LuaValue> {
-        let mut value: LuaValue = self.lua.globals().get("kong")?;
+        let mut value: LuaValue = self.lua.globals().get("kong").map_err(Error::lua)?;
         let mut walked = String::from("kong");
         for part in path.split('.') {
             let LuaValue::Table(table) = value else {
                 return Err(Error::msg(format!("{walked} is not a table")));
             };
-            value = table.get(part)?;
+            value = table.get(part).map_err(Error::lua)?;
             walked.push('.');
             walked.push_str(part);
         }
@@ -344,7 +348,7 @@ impl<'lua> LuaPdk<'lua> {
         let function = self.function(id)?;
         function
             .call(args)
-            .map_err(|e| Error::with_context(format_args!("kong.{}", PATHS[id as usize]), e))
+            .map_err(|e| Error::lua(e).context(format_args!("kong.{}", PATHS[id as usize])))
     }
 
     /// `kong.ctx`, looked up once.
@@ -370,7 +374,7 @@ impl<'lua> LuaPdk<'lua> {
         if let Some(table) = &self.plugin {
             return Ok(table.clone());
         }
-        let table: Table = self.ctx_table()?.get("plugin")?;
+        let table: Table = self.ctx_table()?.get("plugin").map_err(Error::lua)?;
         self.plugin = Some(table.clone());
         Ok(table)
     }
@@ -379,7 +383,7 @@ impl<'lua> LuaPdk<'lua> {
         if let Some(table) = &self.shared {
             return Ok(table.clone());
         }
-        let table: Table = self.ctx_table()?.get("shared")?;
+        let table: Table = self.ctx_table()?.get("shared").map_err(Error::lua)?;
         self.shared = Some(table.clone());
         Ok(table)
     }
@@ -399,13 +403,13 @@ impl<'lua> LuaPdk<'lua> {
 fn headers_from(table: Table) -> Result<Headers> {
     let mut headers = Headers::new();
     for pair in table.pairs::<BString, LuaValue>() {
-        let (name, value) = pair?;
+        let (name, value) = pair.map_err(Error::lua)?;
         let name = String::from_utf8(name.into())
             .map_err(|_| Error::msg("header name is not valid UTF-8"))?;
         match value {
             LuaValue::Table(values) => {
                 for value in values.sequence_values::<BString>() {
-                    headers.push((name.clone(), value?.into()));
+                    headers.push((name.clone(), value.map_err(Error::lua)?.into()));
                 }
             }
             LuaValue::String(value) => headers.push((name, value.as_bytes().to_vec())),
@@ -434,8 +438,11 @@ fn query_value(value: LuaValue) -> Result<QueryValue> {
 fn entity_from(table: Option<Table>, name_field: &str) -> Result<Option<Entity>> {
     let Some(table) = table else { return Ok(None) };
     Ok(Some(Entity {
-        id: table.get::<Option<String>>("id")?.unwrap_or_default(),
-        name: table.get(name_field)?,
+        id: table
+            .get::<Option<String>>("id")
+            .map_err(Error::lua)?
+            .unwrap_or_default(),
+        name: table.get(name_field).map_err(Error::lua)?,
     }))
 }
 
@@ -452,7 +459,7 @@ fn value_from_lua(value: LuaValue, depth: usize) -> Result<Value> {
         LuaValue::Table(t) => {
             let mut pairs = Vec::new();
             for pair in t.pairs::<LuaValue, LuaValue>() {
-                let (k, v) = pair?;
+                let (k, v) = pair.map_err(Error::lua)?;
                 pairs.push((value_from_lua(k, depth + 1)?, value_from_lua(v, depth + 1)?));
             }
             Value::Table(pairs)
@@ -472,11 +479,15 @@ fn value_to_lua(lua: &Lua, value: Value) -> Result<LuaValue> {
         Value::Boolean(b) => LuaValue::Boolean(b),
         Value::Integer(i) => LuaValue::Integer(i),
         Value::Number(n) => LuaValue::Number(n),
-        Value::String(s) => LuaValue::String(lua.create_string(s)?),
+        Value::String(s) => LuaValue::String(lua.create_string(s).map_err(Error::lua)?),
         Value::Table(pairs) => {
-            let table = lua.create_table_with_capacity(0, pairs.len())?;
+            let table = lua
+                .create_table_with_capacity(0, pairs.len())
+                .map_err(Error::lua)?;
             for (k, v) in pairs {
-                table.raw_set(value_to_lua(lua, k)?, value_to_lua(lua, v)?)?;
+                table
+                    .raw_set(value_to_lua(lua, k)?, value_to_lua(lua, v)?)
+                    .map_err(Error::lua)?;
             }
             LuaValue::Table(table)
         }
@@ -491,12 +502,20 @@ impl LuaPdk<'_> {
         let shim = match self.handles.log.get() {
             Some(shim) => shim,
             None => {
-                let shim: Function = self.lua.load(LOG_SHIM).set_name("=kong-rs").call(())?;
+                let shim: Function = self
+                    .lua
+                    .load(LOG_SHIM)
+                    .set_name("=kong-rs")
+                    .call(())
+                    .map_err(Error::lua)?;
                 self.handles.log.get_or_init(|| shim)
             }
         };
-        shim.call((level.name(), self.lua.create_string(message)?))
-            .map_err(|e| Error::with_context(format_args!("kong.log.{}", level.name()), e))
+        shim.call((
+            level.name(),
+            self.lua.create_string(message).map_err(Error::lua)?,
+        ))
+        .map_err(|e| Error::lua(e).context(format_args!("kong.log.{}", level.name())))
     }
 }
 
@@ -558,11 +577,11 @@ impl Request for LuaPdk<'_> {
         let table: Table = self.call(F::ReqGetQuery, ())?;
         let mut args = Vec::new();
         for pair in table.pairs::<BString, LuaValue>() {
-            let (name, value) = pair?;
+            let (name, value) = pair.map_err(Error::lua)?;
             match value {
                 LuaValue::Table(values) => {
                     for value in values.sequence_values::<LuaValue>() {
-                        args.push((name.to_vec(), query_value(value?)?));
+                        args.push((name.to_vec(), query_value(value.map_err(Error::lua)?)?));
                     }
                 }
                 value => args.push((name.into(), query_value(value)?)),
@@ -671,9 +690,14 @@ impl ServiceRequest for LuaPdk<'_> {
     }
     fn set_query(&mut self, args: &[(&[u8], &[u8])]) -> Result<()> {
         self.flush()?;
-        let table = self.lua.create_table_with_capacity(0, args.len())?;
+        let table = self
+            .lua
+            .create_table_with_capacity(0, args.len())
+            .map_err(Error::lua)?;
         for (name, value) in args {
-            table.raw_set(BStr::new(name), BStr::new(value))?;
+            table
+                .raw_set(BStr::new(name), BStr::new(value))
+                .map_err(Error::lua)?;
         }
         self.call(F::SreqSetQuery, table)
     }
@@ -733,20 +757,20 @@ impl Client for LuaPdk<'_> {
 
 impl Ctx for LuaPdk<'_> {
     fn shared_get(&mut self, key: &str) -> Result<Value> {
-        value_from_lua(self.shared_ctx()?.get(key)?, 0)
+        value_from_lua(self.shared_ctx()?.get(key).map_err(Error::lua)?, 0)
     }
     fn shared_set(&mut self, key: &str, value: Value) -> Result<()> {
-        Ok(self
-            .shared_ctx()?
-            .set(key, value_to_lua(self.lua, value)?)?)
+        self.shared_ctx()?
+            .set(key, value_to_lua(self.lua, value)?)
+            .map_err(Error::lua)
     }
     fn plugin_get(&mut self, key: &str) -> Result<Value> {
-        value_from_lua(self.plugin_ctx()?.get(key)?, 0)
+        value_from_lua(self.plugin_ctx()?.get(key).map_err(Error::lua)?, 0)
     }
     fn plugin_set(&mut self, key: &str, value: Value) -> Result<()> {
-        Ok(self
-            .plugin_ctx()?
-            .set(key, value_to_lua(self.lua, value)?)?)
+        self.plugin_ctx()?
+            .set(key, value_to_lua(self.lua, value)?)
+            .map_err(Error::lua)
     }
 }
 

@@ -7,7 +7,7 @@
 //! Header values, paths and bodies are bytes (`Vec<u8>`/`&[u8]`), never
 //! `String`: HTTP does not promise UTF-8, and nothing here converts lossily.
 //!
-//! Two implementations: [`LuaPdk`](lua::LuaPdk) calls the real `kong` global
+//! Two implementations: the Lua PDK (crate-private) calls the real `kong` global
 //! inside the worker, and [`MockPdk`](mock::MockPdk) serves canned requests and
 //! records every call for `cargo test`.
 //!
@@ -42,7 +42,7 @@
 //! `kong.*` calls as above.
 
 pub(crate) mod actions;
-pub mod lua;
+pub(crate) mod lua;
 pub mod mock;
 pub(crate) mod ngx;
 
@@ -59,8 +59,29 @@ pub(crate) fn kong_header_value(value: &[u8]) -> &[u8] {
     if value.is_empty() { b" " } else { value }
 }
 
+/// Only this crate implements the PDK traits (the Lua PDK, the mock), so a
+/// method added to one of them is not a breaking change for plugins.
+pub(crate) mod sealed {
+    /// The seal of the PDK traits.
+    pub trait Sealed {}
+}
+
 /// The `kong` global, as seen from a phase method.
-pub trait Pdk {
+///
+/// The PDK traits are sealed: plugins call them, only kong-rs implements
+/// them ([`MockPdk`](crate::MockPdk) is the one for tests), so the PDK can
+/// grow without breaking a plugin.
+///
+/// ```compile_fail
+/// // A plugin crate cannot implement a PDK trait:
+/// struct MyLog;
+/// impl kong_rs::pdk::Log for MyLog {
+///     fn log(&mut self, _: kong_rs::LogLevel, _: &str) -> kong_rs::Result<()> {
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Pdk: sealed::Sealed {
     /// `kong.log`.
     fn log(&mut self) -> &mut dyn Log;
     /// `kong.request`: the client's request.
@@ -85,6 +106,7 @@ pub trait Pdk {
 /// itself: each accessor returns `self`.
 macro_rules! namespaces {
     ($ty:ty) => {
+        impl $crate::pdk::sealed::Sealed for $ty {}
         impl $crate::pdk::Pdk for $ty {
             fn log(&mut self) -> &mut dyn $crate::pdk::Log {
                 self
@@ -147,7 +169,7 @@ impl LogLevel {
 }
 
 /// `kong.log`: writes to the nginx error log, prefixed with the plugin name by Kong.
-pub trait Log {
+pub trait Log: sealed::Sealed {
     /// Logs `message` at `level`.
     ///
     /// # Errors
@@ -204,7 +226,7 @@ pub enum QueryValue {
 ///
 /// Every method's `# Errors`: when the Lua side raises, e.g. the call is not
 /// available in the current phase.
-pub trait Request {
+pub trait Request: sealed::Sealed {
     /// `get_header(name)`: the first value of header `name` (case-insensitive),
     /// as Kong 3.6+ answers: a header sent twice (`X-Dup: a`, `X-Dup: b`)
     /// gives `a` (Kong before 3.6 on nginx >= 1.23 gave `a, b`).
@@ -247,7 +269,7 @@ pub trait Request {
 ///
 /// Every method's `# Errors`: when the Lua side raises, e.g. headers were
 /// already sent or the value is not allowed.
-pub trait Response {
+pub trait Response: sealed::Sealed {
     /// `get_status()`.
     fn get_status(&mut self) -> Result<u16>;
     /// `get_header(name)`: the first value.
@@ -269,7 +291,7 @@ pub trait Response {
 ///
 /// Every method's `# Errors`: when the Lua side raises, e.g. the call is
 /// made after the request was sent.
-pub trait ServiceRequest {
+pub trait ServiceRequest: sealed::Sealed {
     /// `set_header(name, value)`; an empty value is sent as `" "`, as Kong
     /// does (kong/pdk/private/checks.lua).
     fn set_header(&mut self, name: &str, value: &[u8]) -> Result<()>;
@@ -294,7 +316,7 @@ pub trait ServiceRequest {
 /// `kong.service.response`: what the upstream answered.
 ///
 /// Every method's `# Errors`: when the Lua side raises.
-pub trait ServiceResponse {
+pub trait ServiceResponse: sealed::Sealed {
     /// `get_status()`: `None` before the upstream answered.
     fn get_status(&mut self) -> Result<Option<u16>>;
     /// `get_header(name)`: the first value.
@@ -317,7 +339,7 @@ pub struct Entity {
 /// `kong.client`: the connection and the authenticated consumer.
 ///
 /// Every method's `# Errors`: when the Lua side raises.
-pub trait Client {
+pub trait Client: sealed::Sealed {
     /// `get_ip()`: the peer address.
     fn get_ip(&mut self) -> Result<String>;
     /// `get_forwarded_ip()`: the client address after trusted proxies.
@@ -370,7 +392,7 @@ impl From<bool> for Value {
 ///
 /// Every method's `# Errors`: when the Lua side raises, or a Lua value has a
 /// type [`Value`] cannot hold (functions, userdata).
-pub trait Ctx {
+pub trait Ctx: sealed::Sealed {
     /// `kong.ctx.shared[key]`.
     fn shared_get(&mut self, key: &str) -> Result<Value>;
     /// `kong.ctx.shared[key] = value`.
@@ -384,7 +406,7 @@ pub trait Ctx {
 /// `kong.nginx`. Kong's PDK has no `kong.nginx.get_var` (only the
 /// plugin-server shim had one); nginx variables a plugin needs come through
 /// the other namespaces.
-pub trait Nginx {
+pub trait Nginx: sealed::Sealed {
     /// `kong.nginx.get_subsystem()`: `"http"` or `"stream"`.
     ///
     /// # Errors
@@ -395,7 +417,7 @@ pub trait Nginx {
 /// `kong.router`: what the router matched.
 ///
 /// Every method's `# Errors`: when the Lua side raises.
-pub trait Router {
+pub trait Router: sealed::Sealed {
     /// `get_route()`: the matched route.
     fn get_route(&mut self) -> Result<Option<Entity>>;
     /// `get_service()`: the matched route's service.

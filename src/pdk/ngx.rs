@@ -21,7 +21,7 @@
 //!   after a phase check, a headers-sent check and type checks
 //!   (`kong/pdk/response.lua`), except for `Transfer-Encoding`.
 //!
-//! The caller ([`LuaPdk`](super::lua::LuaPdk)) keeps the phase checks and
+//! The caller (`LuaPdk`) keeps the phase checks and
 //! the exceptions on the `kong.*` path.
 
 use crate::error::{Error, Result};
