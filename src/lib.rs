@@ -77,7 +77,70 @@ pub mod schema;
 pub use bridge::{ModuleBuilder, describe};
 pub use error::{Context, Error, ErrorKind, Result};
 /// Adds `const PHASES` to an `impl Plugin for T` block, listing the phase
-/// methods it defines. See [`Plugin`].
+/// methods it defines, and a `cargo test` test checking Kong's load-time
+/// rules (see [`describe`]). See [`Plugin`].
+///
+/// Kong refuses a plugin with `response` and `header_filter` or
+/// `body_filter`; so does the compiler:
+///
+/// ```compile_fail
+/// # use kong_rs::{Flow, Pdk, Plugin, Result};
+/// # #[derive(serde::Deserialize, schemars::JsonSchema)] struct Config {}
+/// struct Both;
+/// #[kong_rs::plugin]
+/// impl Plugin for Both {
+///     type Config = Config;
+///     type State = ();
+///     const NAME: &'static str = "both";
+///     const VERSION: &'static str = "0.1.0";
+///     const PRIORITY: i32 = 1;
+///     fn new(_: Config) -> Result<Self> { Ok(Both) }
+///     fn response(&self, _: &mut dyn Pdk, _: &mut ()) -> Result<Flow> { Ok(Flow::Continue) }
+///     fn header_filter(&self, _: &mut dyn Pdk, _: &mut ()) -> Result<()> { Ok(()) }
+/// }
+/// ```
+///
+/// A phase method written by another macro would not be seen, so a macro
+/// in the block does not compile:
+///
+/// ```compile_fail
+/// # use kong_rs::{Flow, Pdk, Plugin, Result};
+/// # #[derive(serde::Deserialize, schemars::JsonSchema)] struct Config {}
+/// macro_rules! access { () => {
+///     fn access(&self, _: &mut dyn Pdk, _: &mut ()) -> Result<Flow> { Ok(Flow::Continue) }
+/// } }
+/// struct Hidden;
+/// #[kong_rs::plugin]
+/// impl Plugin for Hidden {
+///     type Config = Config;
+///     type State = ();
+///     const NAME: &'static str = "hidden";
+///     const VERSION: &'static str = "0.1.0";
+///     const PRIORITY: i32 = 1;
+///     fn new(_: Config) -> Result<Self> { Ok(Hidden) }
+///     access!();
+/// }
+/// ```
+///
+/// With the crate renamed or re-exported, name it:
+///
+/// ```
+/// # extern crate kong_rs as gateway_sdk;
+/// # use gateway_sdk::{Flow, Pdk, Plugin, Result};
+/// # #[derive(serde::Deserialize, schemars::JsonSchema)] struct Config {}
+/// struct Renamed;
+/// #[gateway_sdk::plugin(crate = gateway_sdk)]
+/// impl Plugin for Renamed {
+///     type Config = Config;
+///     type State = ();
+///     const NAME: &'static str = "renamed";
+///     const VERSION: &'static str = "0.1.0";
+///     const PRIORITY: i32 = 1;
+///     fn new(_: Config) -> Result<Self> { Ok(Renamed) }
+///     fn access(&self, _: &mut dyn Pdk, _: &mut ()) -> Result<Flow> { Ok(Flow::Continue) }
+/// }
+/// assert_eq!(Renamed::PHASES, &[gateway_sdk::Phase::Access]);
+/// ```
 pub use kong_rs_macros::plugin;
 pub use pdk::mock::{MockPdk, run_request};
 pub use pdk::{Entity, Headers, LogLevel, Pdk, QueryValue, Value};
@@ -92,6 +155,13 @@ pub use mlua;
 pub mod __private {
     /// Runs a module entry point: mlua's module bootstrap, with its per-call
     /// memory checks off (they cost ~10x on every call into Rust).
+    ///
+    /// These are the two calls mlua's supported attribute
+    /// `#[mlua::lua_module(skip_memory_check)]` expands to
+    /// (`Lua::entrypoint1` and `Lua::skip_memory_check(true)`, see
+    /// mlua_derive 0.12's `module.rs`). The attribute itself is not used
+    /// because its expansion names `mlua::` unqualified, which would make
+    /// every plugin crate depend on mlua directly.
     ///
     /// # Safety
     /// `state` must be the `lua_State` that called `luaopen_*`.

@@ -22,14 +22,21 @@ const PHASES: &[(&str, &str)] = &[
 /// `response` handler switches Kong to buffered proxying, so registering
 /// phases a plugin does not implement is not harmless).
 ///
+/// It reads the method names written in the block, so it cannot see
+/// methods another macro would write there: a macro invocation in the
+/// block is a compile error rather than a phase silently not registered.
+/// `#[kong_rs::plugin(crate = path::to::kong_rs)]` names the crate when it
+/// is not `::kong_rs` (renamed, or re-exported).
+///
 /// # Panics
-/// Never at run time; misuse (not an `impl` block, or a hand-written
-/// `PHASES`) is a compile error.
+/// Never at run time; misuse (not an `impl` block, a hand-written
+/// `PHASES`, a macro in the block) is a compile error.
 #[proc_macro_attribute]
 pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        return compile_error("#[kong_rs::plugin] takes no arguments");
-    }
+    let krate = match crate_path(attr) {
+        Ok(path) => path,
+        Err(message) => return compile_error(message),
+    };
     let mut tokens: Vec<TokenTree> = item.into_iter().collect();
     let body_at = tokens
         .iter()
@@ -47,7 +54,15 @@ pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut found = Vec::new();
     let mut previous_was_fn = false;
     let mut previous_was_const = false;
+    let mut previous_was_ident = false;
     for token in body.stream() {
+        if matches!(&token, TokenTree::Punct(p) if p.as_char() == '!') && previous_was_ident {
+            return compile_error(
+                "#[kong_rs::plugin] reads the phase methods written in the block and cannot \
+                 see those a macro writes: write the phase methods out in the block",
+            );
+        }
+        previous_was_ident = matches!(token, TokenTree::Ident(_));
         if let TokenTree::Ident(ident) = &token {
             let name = ident.to_string();
             if previous_was_const && name == "PHASES" {
@@ -83,10 +98,10 @@ pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
     let ordered: Vec<String> = PHASES
         .iter()
         .filter(|(_, variant)| found.contains(variant))
-        .map(|(_, variant)| format!("::kong_rs::Phase::{variant}"))
+        .map(|(_, variant)| format!("{krate}::Phase::{variant}"))
         .collect();
     let constant: TokenStream = format!(
-        "const PHASES: &'static [::kong_rs::Phase] = &[{}];",
+        "const PHASES: &'static [{krate}::Phase] = &[{}];",
         ordered.join(", ")
     )
     .parse()
@@ -100,7 +115,7 @@ pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
     let self_type = self_type(&tokens[..body_at]);
     let mut output: TokenStream = tokens.into_iter().collect();
     if let Some((path, name)) = self_type {
-        output.extend(rules_test(&path, &name));
+        output.extend(rules_test(&krate, &path, &name));
     }
     output
 }
@@ -129,7 +144,7 @@ fn self_type(head: &[TokenTree]) -> Option<(String, String)> {
 /// (`kong_rs::describe`: the metaschema, reserved config keys, phase
 /// combinations), so an author learns of a schema Kong would refuse from
 /// `cargo test`, not from a Kong that will not start.
-fn rules_test(type_path: &str, type_name: &str) -> TokenStream {
+fn rules_test(krate: &str, type_path: &str, type_name: &str) -> TokenStream {
     let mut snake = String::new();
     for (i, c) in type_name.chars().enumerate() {
         if c.is_uppercase() && i > 0 {
@@ -140,13 +155,31 @@ fn rules_test(type_path: &str, type_name: &str) -> TokenStream {
     format!(
         "#[cfg(test)] #[test] #[allow(non_snake_case)] \
          fn kong_rs_load_rules_{snake}() {{ \
-             if let ::core::result::Result::Err(error) = ::kong_rs::describe::<{type_path}>() {{ \
+             if let ::core::result::Result::Err(error) = {krate}::describe::<{type_path}>() {{ \
                  ::core::panic!(\"{type_name} breaks a rule Kong checks when it loads plugins: {{}}\", error); \
              }} \
          }}"
     )
     .parse()
     .expect("generated test is valid Rust")
+}
+
+/// The crate's path from `crate = path`, `::kong_rs` without arguments.
+fn crate_path(attr: TokenStream) -> Result<String, &'static str> {
+    let tokens: Vec<TokenTree> = attr.into_iter().collect();
+    if tokens.is_empty() {
+        return Ok("::kong_rs".to_string());
+    }
+    let usage = "#[kong_rs::plugin] takes no arguments, or `crate = path::to::kong_rs`";
+    match tokens.as_slice() {
+        [TokenTree::Ident(key), TokenTree::Punct(eq), path @ ..]
+            if key.to_string() == "crate" && eq.as_char() == '=' && !path.is_empty() =>
+        {
+            let path: TokenStream = path.iter().cloned().collect();
+            Ok(path.to_string().replace(' ', ""))
+        }
+        _ => Err(usage),
+    }
 }
 
 fn compile_error(message: &str) -> TokenStream {
