@@ -98,10 +98,7 @@ impl<'lua> ModuleBuilder<'lua> {
     /// description as JSON), `is_current(path)` (whether the file at `path`
     /// is the one this module was loaded from; nil when that cannot be
     /// told), `opens` (how many Lua states of this process opened this copy
-    /// of the library, this one included), `direct_calls(on)` (switches the direct nginx calls of
-    /// this worker on or off, returns whether they exist here; for
-    /// benchmarks), `reset_pdk_cache()` (for test harnesses that
-    /// install a new `kong` global) and `version`.
+    /// of the library, this one included) and `version`.
     ///
     /// # Errors
     /// When Lua cannot allocate.
@@ -137,12 +134,6 @@ impl<'lua> ModuleBuilder<'lua> {
             "dump",
             self.lua.create_function(move |_, ()| Ok(dump.clone()))?,
         )?;
-        module.set(
-            "direct_calls",
-            self.lua.create_function(|_, enabled: bool| {
-                Ok(crate::pdk::lua::set_direct_calls(enabled))
-            })?,
-        )?;
         // How many Lua states opened this copy of the library in this
         // process (the loader tells a newly loaded file from one an earlier
         // configuration already loaded).
@@ -153,14 +144,6 @@ impl<'lua> ModuleBuilder<'lua> {
             "is_current",
             self.lua
                 .create_function(|_, path: String| Ok(crate::library::is_current(&path)))?,
-        )?;
-        let cache = self.cache;
-        module.set(
-            "reset_pdk_cache",
-            self.lua.create_function(move |_, ()| {
-                cache.reset();
-                Ok(())
-            })?,
         )?;
         Ok(module)
     }

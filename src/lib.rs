@@ -150,9 +150,25 @@ pub use plugin::{Exit, Flow, Phase, Plugin};
 #[doc(hidden)]
 pub use mlua;
 
-/// Support for [`export_plugins!`]; not a public API.
+/// Support for [`export_plugins!`] and for kong-rs's own test plugins; not
+/// a public API.
 #[doc(hidden)]
 pub mod __private {
+    /// Adds `direct_calls(on)` to a module table: switches the direct
+    /// nginx calls of this copy of the library on or off for the process
+    /// (the in-worker benchmark measures both paths side by side) and
+    /// returns whether they exist here. Only kong-rs's test plugins module
+    /// has it; the shipped one does not.
+    ///
+    /// # Errors
+    /// When Lua cannot allocate.
+    pub fn add_test_controls(lua: &mlua::Lua, module: &mlua::Table) -> mlua::Result<()> {
+        module.set(
+            "direct_calls",
+            lua.create_function(|_, enabled: bool| Ok(crate::pdk::lua::set_direct_calls(enabled)))?,
+        )
+    }
+
     /// Runs a module entry point: mlua's module bootstrap, with its per-call
     /// memory checks off (they cost ~10x on every call into Rust).
     ///

@@ -40,13 +40,13 @@ describe_gateway("a native module replaced on disk, then a reload (HUP)" ..
     libdir = out:gsub("%s+$", "")
     assert(sh("chmod 755 '" .. libdir .. "'"))
     -- The library the gateway starts with: the one every spec uses (1.0.0).
-    assert(sh("cp '" .. S.ROOT .. "/build/lib/kong_rs_plugins.so' '" .. libdir .. "/kong_rs_plugins.so'"))
+    assert(sh("cp '" .. S.ROOT .. "/build/lib/kong_rs_test_plugins.so' '" .. libdir .. "/kong_rs_test_plugins.so'"))
     -- The replacement: the same crate built with rs-version at 2.0.0 (a
     -- dev build, separate from the release build the other specs use).
     ok, out = sh("cd '" .. S.ROOT .. "' && KONG_RS_TEST_VERSION=2.0.0 cargo build --quiet --lib " ..
-                 "--features module,bundled,test-plugins --target-dir target/upgrade-spec")
+                 "-p kong-rs-test-plugins --features module --target-dir target/upgrade-spec")
     assert(ok, out)
-    variant = S.ROOT .. "/target/upgrade-spec/debug/libkong_rs.so"
+    variant = S.ROOT .. "/target/upgrade-spec/debug/libkong_rs_test_plugins.so"
 
     S.setenv("KONG_RS_LUA_CPATH", libdir .. "/?.so")
     local started, err = pcall(h.start, { plugins = { "rs-version" } })
@@ -101,8 +101,8 @@ describe_gateway("a native module replaced on disk, then a reload (HUP)" ..
 
   it("runs the new library after the swap and a reload, and says so in the log", function()
     -- As luarocks installs: a new file moved over the path (new inode).
-    assert(sh("cp '" .. variant .. "' '" .. libdir .. "/kong_rs_plugins.so.new' && " ..
-              "mv -f '" .. libdir .. "/kong_rs_plugins.so.new' '" .. libdir .. "/kong_rs_plugins.so'"))
+    assert(sh("cp '" .. variant .. "' '" .. libdir .. "/kong_rs_test_plugins.so.new' && " ..
+              "mv -f '" .. libdir .. "/kong_rs_test_plugins.so.new' '" .. libdir .. "/kong_rs_test_plugins.so'"))
     local log_before = #h.error_log()
     reload()
     h.wait_until(function()

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::plugin::Phase;
 use bstr::{BStr, BString};
 use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Value as LuaValue};
-use std::cell::{OnceCell, RefCell};
+use std::cell::OnceCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -109,7 +109,7 @@ impl Handles {
 /// The per-worker cache of `kong.*` function handles, shared by every plugin
 /// of one native module. Filled lazily, one function at a time.
 pub(crate) struct PdkCache {
-    handles: RefCell<Rc<Handles>>,
+    handles: Rc<Handles>,
     // Whether this Lua state is lua-nginx-module's (HTTP). A worker runs the
     // stream subsystem in a Lua state of its own, where the direct calls of
     // super::ngx (lua-nginx-module's HTTP functions) must never be made.
@@ -126,20 +126,13 @@ impl PdkCache {
             .ok()
             .flatten();
         PdkCache {
-            handles: RefCell::new(Rc::new(Handles::new())),
+            handles: Rc::new(Handles::new()),
             http: subsystem.as_deref() == Some("http"),
         }
     }
 
-    /// Forgets every handle: the next call looks `kong.*` up again. Kong sets
-    /// the global once per worker, so only test harnesses that install a new
-    /// `kong` stub need this.
-    pub(crate) fn reset(&self) {
-        *self.handles.borrow_mut() = Rc::new(Handles::new());
-    }
-
     fn current(&self) -> Rc<Handles> {
-        self.handles.borrow().clone()
+        self.handles.clone()
     }
 }
 

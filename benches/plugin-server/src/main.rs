@@ -46,7 +46,7 @@ use serde_json::{Value, json};
 
 // The json-validate rules: the very file rs-bench-json uses, so the in-process
 // and out-of-process plugins run the same Rust code.
-#[path = "../../../src/plugins/bench_json.rs"]
+#[path = "../../../tests/plugins/src/bench_json.rs"]
 mod bench_json;
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};

@@ -36,7 +36,7 @@ function InWorkerBench:access(conf)
     require("jit.v").on(jit_log)
   end
   local n, repeats = conf.iterations, conf.repeats
-  local native = require("kong_rs_plugins")
+  local native = require("kong_rs_test_plugins")
   local results = {}
 
   local function record(name, ns)

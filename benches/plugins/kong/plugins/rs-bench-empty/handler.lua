@@ -1,2 +1,2 @@
--- Benchmark workload "empty" in Rust (src/plugins/bench.rs).
-return require("kong_rs.handler").new("kong_rs_plugins", "rs-bench-empty")
+-- Benchmark workload "empty" in Rust (tests/plugins/src/bench.rs).
+return require("kong_rs.handler").new("kong_rs_test_plugins", "rs-bench-empty")

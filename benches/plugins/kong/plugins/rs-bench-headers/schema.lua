@@ -1,1 +1,1 @@
-return require("kong_rs.schema").new("kong_rs_plugins", "rs-bench-headers")
+return require("kong_rs.schema").new("kong_rs_test_plugins", "rs-bench-headers")

@@ -1,2 +1,2 @@
--- Benchmark workload "json" in Rust (src/plugins/bench.rs).
-return require("kong_rs.handler").new("kong_rs_plugins", "rs-bench-json")
+-- Benchmark workload "json" in Rust (tests/plugins/src/bench.rs).
+return require("kong_rs.handler").new("kong_rs_test_plugins", "rs-bench-json")

@@ -1,2 +1,2 @@
--- In-worker benchmark helper (src/plugins/bench.rs).
-return require("kong_rs.handler").new("kong_rs_plugins", "rs-inworker")
+-- In-worker benchmark helper (tests/plugins/src/bench.rs).
+return require("kong_rs.handler").new("kong_rs_test_plugins", "rs-inworker")

@@ -1,1 +1,1 @@
-return require("kong_rs.schema").new("kong_rs_plugins", "rs-inworker")
+return require("kong_rs.schema").new("kong_rs_test_plugins", "rs-inworker")

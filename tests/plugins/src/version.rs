@@ -3,7 +3,7 @@
 //! `1.0.0`), so a spec can build a second library, put it in place of the
 //! first and check that a reload runs the new code.
 
-use crate::{Flow, Pdk, Plugin, Result};
+use kong_rs::{Flow, Pdk, Plugin, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -22,7 +22,7 @@ pub struct VersionConfig {}
 #[derive(Debug)]
 pub struct Version;
 
-#[crate::plugin]
+#[kong_rs::plugin]
 impl Plugin for Version {
     type Config = VersionConfig;
     type State = ();

@@ -3,7 +3,7 @@
 //! a failed plugin. Two plugins because Kong refuses one that implements
 //! `response` together with `header_filter` or `body_filter`.
 
-use crate::{Flow, Pdk, Phase, Plugin, Result};
+use kong_rs::{Flow, Pdk, Phase, Plugin, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -90,7 +90,7 @@ impl Fault {
     }
 }
 
-#[crate::plugin]
+#[kong_rs::plugin]
 impl Plugin for Fault {
     type Config = FaultConfig;
     type State = ();
@@ -136,7 +136,7 @@ impl Plugin for Fault {
 #[derive(Debug)]
 pub struct FaultResponse(Fault);
 
-#[crate::plugin]
+#[kong_rs::plugin]
 impl Plugin for FaultResponse {
     type Config = FaultConfig;
     type State = ();

@@ -3,18 +3,18 @@
 //! instance cache hit and dispatch, per-request state, and each bundled
 //! plugin's logic against the PDK mock.
 //!
-//! `cargo bench --features test-plugins --bench bridge`
+//! `cargo bench -p kong-rs-test-plugins --bench bridge`
 //! (in-worker figures: benches/inworker/run; end to end: benches/e2e/run).
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
-use kong_rs::plugins::bench::{BenchHeaders, BenchJson, NoConfig};
 use kong_rs::plugins::{FileLog, FileLogConfig, Hello, HelloConfig};
 use kong_rs::{Flow, MockPdk, ModuleBuilder, Pdk, Plugin, Result};
+use kong_rs_test_plugins::bench::{BenchHeaders, BenchJson, NoConfig};
 use mlua::{Function, Lua, Table};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-const VALID_JSON: &str = include_str!("data/valid.json");
+const VALID_JSON: &str = include_str!("../../../benches/data/valid.json");
 
 /// A plugin with per-request state, to price state creation.
 struct Stateful;

@@ -3,7 +3,7 @@
 //! logs the connection. Proves the stream phases on real Kong (Debian's
 //! nginx has no stream Lua module, so the gateway cannot run them).
 
-use crate::{Exit, Flow, Pdk, Plugin, Result};
+use kong_rs::{Exit, Flow, Pdk, Plugin, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -21,7 +21,7 @@ pub struct StreamGate {
     deny: bool,
 }
 
-#[crate::plugin]
+#[kong_rs::plugin]
 impl Plugin for StreamGate {
     type Config = StreamGateConfig;
     type State = ();
@@ -56,7 +56,7 @@ impl Plugin for StreamGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MockPdk, run_request};
+    use kong_rs::{MockPdk, run_request};
 
     fn connection() -> MockPdk {
         let mut kong = MockPdk::get("/");

@@ -3,7 +3,7 @@
 //! made from Lua — whatever path each write takes (queued for Lua, or
 //! straight into nginx, see `crate::pdk::ngx`).
 
-use crate::{Flow, Pdk, Plugin, Result};
+use kong_rs::{Flow, Pdk, Plugin, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -69,7 +69,7 @@ fn perform(kong: &mut dyn Pdk, steps: &[HeaderStep]) -> Result<()> {
     Ok(())
 }
 
-#[crate::plugin]
+#[kong_rs::plugin]
 impl Plugin for HeaderOps {
     type Config = HeaderOpsConfig;
     type State = ();

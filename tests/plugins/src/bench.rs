@@ -1,4 +1,4 @@
-//! Benchmark workloads (`benches/`), compiled only with `test-plugins`:
+//! Benchmark workloads (`benches/`):
 //! each has a Lua twin in `benches/plugins/` doing exactly the same work.
 //!
 //! - `rs-bench-empty`: access, header_filter and log handlers that do nothing.
@@ -7,12 +7,12 @@
 //! - `rs-bench-json`: checks a ~2 KB JSON body against ten field rules and
 //!   answers 400 with the first violation.
 
-use crate::{Flow, Pdk, Plugin, Result};
+use kong_rs::{Flow, Pdk, Plugin, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use super::bench_json::body_violation;
+pub use crate::bench_json::body_violation;
 
 /// No configuration.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -22,7 +22,7 @@ pub struct NoConfig {}
 #[derive(Debug)]
 pub struct BenchEmpty;
 
-#[crate::plugin]
+#[kong_rs::plugin]
 impl Plugin for BenchEmpty {
     type Config = NoConfig;
     type State = ();
@@ -52,7 +52,7 @@ impl Plugin for BenchEmpty {
 #[derive(Debug)]
 pub struct BenchHeaders;
 
-#[crate::plugin]
+#[kong_rs::plugin]
 impl Plugin for BenchHeaders {
     type Config = NoConfig;
     type State = ();
@@ -86,11 +86,11 @@ impl Plugin for BenchHeaders {
 #[derive(Debug)]
 pub struct BenchJson;
 
-use super::bench_json::PLANS;
+use crate::bench_json::PLANS;
 
 fn violation(message: &str) -> Result<Flow> {
     Ok(Flow::Exit(
-        crate::Exit::new(400)
+        kong_rs::Exit::new(400)
             .body(format!("{{\"message\":\"{message}\"}}"))
             .header("content-type", "application/json"),
     ))
@@ -179,7 +179,7 @@ pub fn reference_violation(body: &[u8]) -> std::result::Result<Option<&'static s
     }
 }
 
-#[crate::plugin]
+#[kong_rs::plugin]
 impl Plugin for BenchJson {
     type Config = NoConfig;
     type State = ();
@@ -237,7 +237,7 @@ pub struct InWorker {
     iterations: u32,
 }
 
-#[crate::plugin]
+#[kong_rs::plugin]
 impl Plugin for InWorker {
     type Config = InWorkerConfig;
     type State = ();
@@ -265,10 +265,10 @@ impl Plugin for InWorker {
                 }
                 InWorkerOp::CtxSet => {
                     kong.ctx()
-                        .shared_set("bench", crate::Value::from("value"))?;
+                        .shared_set("bench", kong_rs::Value::from("value"))?;
                 }
                 InWorkerOp::CtxGet => {
-                    found += usize::from(kong.ctx().shared_get("bench")? != crate::Value::Nil);
+                    found += usize::from(kong.ctx().shared_get("bench")? != kong_rs::Value::Nil);
                 }
             }
         }
@@ -280,10 +280,10 @@ impl Plugin for InWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MockPdk, run_request};
+    use kong_rs::{MockPdk, run_request};
 
     /// The benchmark's valid document (benches/data/valid.json).
-    const VALID: &str = include_str!("../../benches/data/valid.json");
+    const VALID: &str = include_str!("../../../benches/data/valid.json");
 
     #[test]
     fn the_benchmark_document_is_about_2_kb_and_valid() {

@@ -10,9 +10,9 @@
 //! printable ASCII (and `\`) as `\xHH`; header and query lists are sorted
 //! `name: value` strings, one per value.
 
-use crate::pdk::{Entity, Headers, QueryValue};
-use crate::{Flow, Pdk, Plugin, Result};
 use base64::Engine;
+use kong_rs::pdk::{Entity, Headers, QueryValue};
+use kong_rs::{Flow, Pdk, Plugin, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -79,7 +79,7 @@ fn encode(report: Map<String, Value>) -> Vec<u8> {
         .into_bytes()
 }
 
-#[crate::plugin]
+#[kong_rs::plugin]
 impl Plugin for PdkProbe {
     type Config = PdkProbeConfig;
     type State = Option<Vec<u8>>;
