@@ -64,6 +64,17 @@ type SetResponseHeader = unsafe extern "C" fn(
     errmsg: *mut *const c_char,
 ) -> c_int;
 type HeadersSent = unsafe extern "C" fn(r: *mut c_void) -> c_int;
+type GetPhase = unsafe extern "C" fn(r: *mut c_void, err: *mut *const c_char) -> c_int;
+
+/// lua-nginx-module's request contexts (`NGX_HTTP_LUA_CONTEXT_*` in
+/// ngx_http_lua_common.h) in which Kong runs plugin phases; anything else
+/// (a timer's fake request, init_worker, balancer, ssl) gets no direct call.
+const REQUEST_CONTEXTS: c_int = 0x0002 // rewrite
+    | 0x0004 // access
+    | 0x0008 // content (Kong's buffered `response`)
+    | 0x0010 // log
+    | 0x0020 // header_filter
+    | 0x0040; // body_filter
 
 // lua-nginx-module's return codes (ngx_core.h, resty/core/base.lua).
 const NGX_OK: c_int = 0;
@@ -81,6 +92,7 @@ struct Api {
     set_request_header: SetRequestHeader,
     set_response_header: SetResponseHeader,
     headers_sent: HeadersSent,
+    get_phase: GetPhase,
 }
 
 /// The C functions, resolved once per process; `None` outside nginx.
@@ -97,6 +109,7 @@ fn api() -> Option<&'static Api> {
         let set_request_header = find(c"ngx_http_lua_ffi_req_set_header")?;
         let set_response_header = find(c"ngx_http_lua_ffi_set_resp_header")?;
         let headers_sent = find(c"ngx_http_lua_ffi_headers_sent")?;
+        let get_phase = find(c"ngx_http_lua_ffi_get_phase")?;
         // SAFETY: each symbol has the C signature lua-nginx-module declares
         // for it (ngx_http_lua_api.h; the cdefs of lua-resty-core).
         unsafe {
@@ -110,6 +123,7 @@ fn api() -> Option<&'static Api> {
                     set_response_header,
                 ),
                 headers_sent: std::mem::transmute::<*mut c_void, HeadersSent>(headers_sent),
+                get_phase: std::mem::transmute::<*mut c_void, GetPhase>(get_phase),
             })
         }
     })
@@ -147,14 +161,22 @@ pub(crate) struct NgxRequest {
 
 impl NgxRequest {
     /// The request of the Lua thread `lua` is running on; `None` outside
-    /// nginx or outside a request (timers, init).
+    /// nginx or outside a request phase (a timer's fake request, init: e.g.
+    /// specs run by Kong's `bin/busted`, which runs in resty's timer).
     pub(crate) fn current(lua: &mlua::Lua) -> Option<NgxRequest> {
         let api = api()?;
         let state = lua.exec_raw_lua(|raw| raw.state());
         // SAFETY: `state` is the live Lua thread that called into Rust;
         // lua-nginx-module reads the request it stored for that thread.
         let r = unsafe { (api.get_request)(state) };
-        (!r.is_null()).then_some(NgxRequest { api, r })
+        if r.is_null() {
+            return None;
+        }
+        let mut err: *const c_char = std::ptr::null();
+        // SAFETY: `r` is the live request lua-nginx-module just returned;
+        // the function only reads its context.
+        let context = unsafe { (api.get_phase)(r, &mut err) };
+        (context > 0 && context & REQUEST_CONTEXTS == context).then_some(NgxRequest { api, r })
     }
 
     /// `kong.request.get_header(name)`: the first value of request header
