@@ -14,6 +14,7 @@ describe("rs-hello (integration)", function()
     local res = admin:post("/routes/hello/plugins", { name = "rs-hello", config = { message = "from rust" } })
     h.res_status(201, res)
     plugin_id = res.json.id
+    h.settle()
   end)
 
   lazy_teardown(function()

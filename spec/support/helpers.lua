@@ -460,6 +460,16 @@ h.root = ROOT
 
 --- On real Kong, registers a pending test named `name` that gives `reason`
 -- (why the spec file is gateway-only) and returns true: the caller returns.
+--- Waits until every worker proxies with the configuration the Admin API
+-- holds now. Kong applies Admin API changes after a router and plugins
+-- iterator rebuild (a few seconds, kong/runloop/handler.lua); the gateway
+-- on the next request, so there this returns at once.
+function h.settle()
+  if h.is_kong then
+    kong_helpers.wait_for_all_config_update({ disable_ipv6 = true })
+  end
+end
+
 function h.skip_on_kong(name, reason)
   if not h.is_kong then
     return false
