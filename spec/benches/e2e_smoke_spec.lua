@@ -5,6 +5,11 @@
 -- plugin-server model is built if needed (seconds).
 local h = require "spec.support.helpers"
 
+if h.skip_on_kong("benches/e2e/run --smoke", "gateway only: the benchmark starts its own kong-rs-gateway " ..
+                  "(real Kong is measured by hand, see benches/README.md)") then
+  return
+end
+
 if h.is_kong then
   return
 end

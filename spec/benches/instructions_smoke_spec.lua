@@ -6,6 +6,11 @@
 -- instructions that the bare POST does not.
 local h = require "spec.support.helpers"
 
+if h.skip_on_kong("benches/instructions/run --smoke", "gateway only: the benchmark starts its own kong-rs-gateway " ..
+                  "(real Kong is measured by hand, see benches/README.md)") then
+  return
+end
+
 if h.is_kong then
   return
 end

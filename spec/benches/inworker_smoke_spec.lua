@@ -2,6 +2,13 @@
 -- thousand iterations, so the harness cannot rot. Figures are not checked
 -- here (timing belongs in benchmarks), only that every one was produced.
 
+local h = require "spec.support.helpers"
+
+if h.skip_on_kong("in-worker benchmarks (smoke)", "gateway only: benches/inworker/run starts " ..
+                  "its own kong-rs-gateway") then
+  return
+end
+
 describe("in-worker benchmarks (smoke)", function()
   it("runs inside a real worker and reports every figure", function()
     local json = os.tmpname()

@@ -1,6 +1,9 @@
 -- The rock installs into an empty tree with luarocks (Lua 5.1 / LuaJIT),
 -- offline, and both bundled plugins load from that tree alone.
 
+-- The repository root, from this file's path (specs may run from another
+-- directory: Kong's bin/busted runs in Kong's checkout).
+local ROOT = debug.getinfo(1, "S").source:sub(2):match("^(.*)/spec/rock/[^/]+$") or "."
 local ROCKSPEC = "rockspec/kong-plugin-rs-0.1.0-1.rockspec"
 
 
@@ -25,7 +28,8 @@ describe("the rock", function()
   end)
 
   it("installs with luarocks make and serves both plugins from the tree alone", function()
-    local ok, output = run("luarocks --lua-version=5.1 --tree='" .. tree .. "' make " .. ROCKSPEC)
+    local ok, output = run("cd '" .. ROOT .. "' && luarocks --lua-version=5.1 --tree='" .. tree ..
+                           "' make " .. ROCKSPEC)
     assert(ok, output)
     assert.matches("kong-plugin-rs 0.1.0-1 is now installed", output, nil, true)
 
