@@ -16,6 +16,7 @@
 --   h.wait_until(fn, timeout)
 --   h.is_kong             true when running against real Kong
 --   h.skip_on_kong(name, reason) on Kong: a pending test saying why; returns true
+--   h.settle()            wait until Kong's workers run the current configuration
 --   h.res_status(code, res) -> body (errors with the body when the status differs)
 -- Gateway only (nil on Kong): h.prefix_path().
 local cjson = require "cjson.safe"
@@ -458,8 +459,6 @@ for k, v in pairs(backend) do
 end
 h.root = ROOT
 
---- On real Kong, registers a pending test named `name` that gives `reason`
--- (why the spec file is gateway-only) and returns true: the caller returns.
 --- Waits until every worker proxies with the configuration the Admin API
 -- holds now. Kong applies Admin API changes after a router and plugins
 -- iterator rebuild (a few seconds, kong/runloop/handler.lua); the gateway
@@ -470,6 +469,8 @@ function h.settle()
   end
 end
 
+--- On real Kong, registers a pending test named `name` that gives `reason`
+-- (why the spec file is gateway-only) and returns true: the caller returns.
 function h.skip_on_kong(name, reason)
   if not h.is_kong then
     return false
