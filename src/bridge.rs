@@ -239,15 +239,28 @@ const NULL_STRIP_DEPTH: usize = 64;
 /// serde's `#[serde(default)]` applies to missing fields only: without this,
 /// an optional `Vec` field left out in the Admin API would fail to parse.
 /// Array elements are kept as they are.
-fn without_nulls(lua: &Lua, value: LuaValue, depth: usize) -> mlua::Result<LuaValue> {
+///
+/// Each table is copied once (`copies`, by identity): a conf that reuses a
+/// table, or holds a cycle, costs its size, not one walk per path through it
+/// (a cycle stays a cycle, which the deserialiser refuses).
+fn without_nulls(
+    lua: &Lua,
+    value: LuaValue,
+    depth: usize,
+    copies: &mut HashMap<*const std::ffi::c_void, Table>,
+) -> mlua::Result<LuaValue> {
     let LuaValue::Table(table) = value else {
         return Ok(value);
     };
     if depth == 0 {
         return Ok(LuaValue::Table(table));
     }
+    if let Some(copy) = copies.get(&table.to_pointer()) {
+        return Ok(LuaValue::Table(copy.clone()));
+    }
     let copy = lua.create_table()?;
     copy.set_metatable(table.metatable())?;
+    copies.insert(table.to_pointer(), copy.clone());
     for pair in table.pairs::<LuaValue, LuaValue>() {
         let (key, value) = pair?;
         if let LuaValue::String(name) = &key {
@@ -260,7 +273,7 @@ fn without_nulls(lua: &Lua, value: LuaValue, depth: usize) -> mlua::Result<LuaVa
                 continue;
             }
         }
-        copy.raw_set(key, without_nulls(lua, value, depth - 1)?)?;
+        copy.raw_set(key, without_nulls(lua, value, depth - 1, copies)?)?;
     }
     Ok(LuaValue::Table(copy))
 }
@@ -269,7 +282,8 @@ fn without_nulls(lua: &Lua, value: LuaValue, depth: usize) -> mlua::Result<LuaVa
 /// runs the constructor. A deserialisation error names the field
 /// (`config.deny_status: invalid type: …`).
 fn build<P: Plugin>(lua: &Lua, conf: LuaValue) -> Result<P, String> {
-    let conf = without_nulls(lua, conf, NULL_STRIP_DEPTH).map_err(|e| format!("config: {e}"))?;
+    let conf = without_nulls(lua, conf, NULL_STRIP_DEPTH, &mut HashMap::new())
+        .map_err(|e| format!("config: {e}"))?;
     let options = mlua::serde::DeserializeOptions::new()
         .deny_unsupported_types(false)
         .deny_recursive_tables(true);

@@ -372,3 +372,36 @@ fn keys_kong_adds_to_conf_at_run_time_do_not_break_deny_unknown_fields() {
     assert!(instance.is_none());
     assert!(err.unwrap().contains("unknown field `colour`"));
 }
+
+#[test]
+fn a_conf_reusing_tables_or_holding_a_cycle_is_refused_quickly() {
+    // Found by the bridge_conf fuzz target: copying a conf walked every path
+    // through shared tables (2^depth work) and a cycle 64 levels deep.
+    let lua = Lua::new();
+    let factory = factory(&lua);
+    let new: mlua::Function = factory.get("new").unwrap();
+    let conf: Table = lua
+        .load(
+            r#"
+            local conf = { action = "continue" }
+            local t = {}
+            for _ = 1, 40 do t = { a = t, b = t } end
+            conf.labels = t
+            local cycle = {}
+            cycle.self, cycle.again = cycle, cycle
+            conf.cycle = cycle
+            return conf
+            "#,
+        )
+        .eval()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (instance, err): (Option<Table>, Option<String>) = new.call(&conf).unwrap();
+    assert!(instance.is_none());
+    assert!(err.unwrap().starts_with("config"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

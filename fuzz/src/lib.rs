@@ -20,11 +20,13 @@
 //!   into a `serde_json::Value` and checking that (pass, or 400 with the
 //!   same first violation) and never proxy a refused request.
 
+pub mod bridge;
+
 use arbitrary::{Arbitrary, Unstructured};
 use base64::Engine as _;
-use kong_rs_test_plugins::bench::{BenchJson, reference_violation};
 use kong_rs::plugins::{FileLog, FileLogConfig, Hello, HelloConfig};
 use kong_rs::{Flow, MockPdk, Plugin, run_request};
+use kong_rs_test_plugins::bench::{BenchJson, reference_violation};
 use serde_json::Value;
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -42,6 +44,11 @@ pub mod reached {
     pub static NON_UTF8_LOGGED: AtomicUsize = AtomicUsize::new(0);
     pub static JSON_REFUSED: AtomicUsize = AtomicUsize::new(0);
     pub static JSON_PASSED: AtomicUsize = AtomicUsize::new(0);
+    pub static BRIDGE_CONF_ACCEPTED: AtomicUsize = AtomicUsize::new(0);
+    pub static BRIDGE_CONF_REFUSED: AtomicUsize = AtomicUsize::new(0);
+    pub static BRIDGE_WRITES_APPLIED: AtomicUsize = AtomicUsize::new(0);
+    pub static BRIDGE_DISPATCH_RAN: AtomicUsize = AtomicUsize::new(0);
+    pub static BRIDGE_DISPATCH_REFUSED: AtomicUsize = AtomicUsize::new(0);
     pub(crate) fn hit(counter: &AtomicUsize) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -57,6 +64,11 @@ pub mod reached {
             ("file-log non-UTF-8 fields", &NON_UTF8_LOGGED),
             ("json bodies refused", &JSON_REFUSED),
             ("json bodies passed", &JSON_PASSED),
+            ("bridge confs accepted", &BRIDGE_CONF_ACCEPTED),
+            ("bridge confs refused", &BRIDGE_CONF_REFUSED),
+            ("bridge write buffers applied", &BRIDGE_WRITES_APPLIED),
+            ("bridge dispatches run", &BRIDGE_DISPATCH_RAN),
+            ("bridge dispatches refused", &BRIDGE_DISPATCH_REFUSED),
         ]
         .into_iter()
         .map(|(n, c)| (n, c.load(Ordering::Relaxed)))
@@ -342,4 +354,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("request_hello", request_hello),
     ("request_file_log", request_file_log),
     ("request_json", request_json),
+    ("bridge_conf", bridge::bridge_conf),
+    ("bridge_writes", bridge::bridge_writes),
+    ("bridge_dispatch", bridge::bridge_dispatch),
 ];
