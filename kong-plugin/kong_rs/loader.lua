@@ -52,6 +52,20 @@ end
 
 _M.ABI = ABI
 
+-- The native modules loaded through here, by name: what tools (the test
+-- gateway's stats endpoint) list, instead of guessing from package.loaded.
+local modules = {}
+
+
+--- The native modules loaded so far: a table name -> module (a copy).
+function _M.modules()
+  local out = {}
+  for name, native in pairs(modules) do
+    out[name] = native
+  end
+  return out
+end
+
 
 -- The module, or an error naming both interface versions.
 local function checked(name, native)
@@ -62,6 +76,7 @@ local function checked(name, native)
           " but this kong_rs glue speaks " .. ABI .. ": install the kong-rs-runtime " ..
           "(kong_rs/*.lua) that matches the kong-rs version the module was built with", 3)
   end
+  modules[name] = native
   return native
 end
 

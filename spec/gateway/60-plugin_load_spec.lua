@@ -29,13 +29,16 @@ describe("plugin loading (Kong's rules)", function()
   it("refuses a schema whose field description is shorter than 10 bytes", function()
     local err = refused("bad-description")
     local detail = pretty({ fields = { { description = "length must be at least 10" } } })
-    assert.matches(PREFIX .. "bad-description': schema violation (fields.1: " .. detail .. ")", err, 1, true)
+    -- (Kong puts the database strategy in front: "[postgres] schema violation")
+    assert.matches(PREFIX .. "bad-description': ", err, 1, true)
+    assert.matches("schema violation (fields.1: " .. detail .. ")", err, 1, true)
   end)
 
   it("refuses an attribute the field's type cannot have, and an unknown one", function()
     local err = refused("bad-attribute")
     local detail = pretty({ fields = { [2] = { flavour = "unknown field" } } })
-    assert.matches(PREFIX .. "bad-attribute': 2 schema violations (fields.1: " .. detail ..
+    assert.matches(PREFIX .. "bad-attribute': ", err, 1, true)
+    assert.matches("2 schema violations (fields.1: " .. detail ..
                    "; size: field of type 'string' cannot have attribute 'between')", err, 1, true)
   end)
 

@@ -306,6 +306,10 @@ function G.prefix_path()
   return G.prefix
 end
 
+function G.proxy_port()
+  return assert(G.ports, "the gateway is not started").PROXY_PORT
+end
+
 function G.files_dir()
   assert(G.prefix, "the gateway is not started")
   return G.prefix .. "/files"
@@ -386,6 +390,19 @@ function K.start(opts)
   opts = opts or {}
   K.opts = opts
   K.env = kong_env(opts)
+  -- Kong's get_db_utils adds each plugin it is given to one conf shared by
+  -- the whole busted process (spec/internal/db.lua): take back the names
+  -- an earlier start of ours added, so each start loads only its own.
+  local loaded = kong_helpers.test_conf.loaded_plugins
+  for name in pairs(K.added or {}) do
+    loaded[name] = nil
+  end
+  K.added = {}
+  for _, name in ipairs(plugin_names(opts.plugins)) do
+    if not loaded[name] then
+      K.added[name] = true
+    end
+  end
   -- a fresh database (schema reset, tables truncated), our plugins loaded
   kong_helpers.get_db_utils(K.env.database, nil, plugin_names(opts.plugins))
   assert(kong_helpers.start_kong(K.env))
@@ -407,6 +424,7 @@ function K.restart()
   return true
 end
 
+function K.proxy_port() return kong_helpers.get_proxy_port() end
 function K.admin() return kong_client(kong_helpers.admin_client) end
 function K.proxy() return kong_client(kong_helpers.proxy_client) end
 

@@ -249,12 +249,38 @@ mod tests {
     use super::*;
     use crate::{LogLevel, MockPdk, run_request};
 
-    fn temp_path(name: &str) -> PathBuf {
+    /// A file in this test process's own temporary directory, removed (and
+    /// the directory with the last one) when the test ends.
+    struct TempPath(PathBuf);
+
+    impl std::ops::Deref for TempPath {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for TempPath {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir(dir); // fails while other tests use it
+            }
+        }
+    }
+
+    fn temp_path(name: &str) -> TempPath {
         let dir = std::env::temp_dir().join(format!("kong-rs-file-log-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join(name);
         let _ = std::fs::remove_file(&path);
-        path
+        TempPath(path)
     }
 
     fn config(path: &Path, reopen: bool) -> FileLogConfig {

@@ -34,18 +34,17 @@ local WAIT = 5
 
 local _M = { enabled = false }
 
--- The factory of native plugin `name`: a loaded native module (a table with
--- a `plugins` table, as kong_rs.handler requires them) that exports it.
+-- The native modules the glue loaded (kong_rs.loader keeps the list).
+local function native_modules()
+  return require("kong_rs.loader").modules()
+end
+
+-- The factory of native plugin `name`, from the native module exporting it.
 local function factory(name)
-  for _, mod in pairs(package.loaded) do
-    if type(mod) == "table" then
-      local list = rawget(mod, "plugins")
-      if type(list) == "table" then
-        local f = rawget(list, name)
-        if type(f) == "table" and type(f.stats) == "function" then
-          return f
-        end
-      end
+  for _, mod in pairs(native_modules()) do
+    local f = mod.plugins[name]
+    if type(f) == "table" and type(f.stats) == "function" then
+      return f
     end
   end
 end
@@ -61,17 +60,15 @@ end
 local function native_stats()
   local out = {}
   local seen = {}
-  for _, mod in pairs(package.loaded) do
-    if type(mod) == "table" then
-      local list = rawget(mod, "plugins")
-      if type(list) == "table" and not seen[list] then
-        seen[list] = true
-        for name, f in pairs(list) do
-          if type(f) == "table" and type(f.stats) == "function" then
-            local ok, s = pcall(f.stats)
-            if ok and type(s) == "table" then
-              out[name] = { built = s.built, live = s.live }
-            end
+  for _, mod in pairs(native_modules()) do
+    local list = mod.plugins
+    if not seen[list] then
+      seen[list] = true
+      for name, f in pairs(list) do
+        if type(f) == "table" and type(f.stats) == "function" then
+          local ok, s = pcall(f.stats)
+          if ok and type(s) == "table" then
+            out[name] = { built = s.built, live = s.live }
           end
         end
       end
