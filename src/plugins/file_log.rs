@@ -249,8 +249,8 @@ mod tests {
     use super::*;
     use crate::{LogLevel, MockPdk, run_request};
 
-    /// A file in this test process's own temporary directory, removed (and
-    /// the directory with the last one) when the test ends.
+    /// A file in a temporary directory of its own, both removed when the
+    /// test ends.
     struct TempPath(PathBuf);
 
     impl std::ops::Deref for TempPath {
@@ -269,14 +269,21 @@ mod tests {
     impl Drop for TempPath {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_dir(&self.0); // a directory a test made there
             if let Some(dir) = self.0.parent() {
-                let _ = std::fs::remove_dir(dir); // fails while other tests use it
+                let _ = std::fs::remove_dir(dir); // fails while it still holds files
             }
         }
     }
 
+    /// `name` in a directory of its own (tests run in parallel: a shared
+    /// directory could be removed under another test).
     fn temp_path(name: &str) -> TempPath {
-        let dir = std::env::temp_dir().join(format!("kong-rs-file-log-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "kong-rs-file-log-{}-{}",
+            std::process::id(),
+            name.replace('.', "-")
+        ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join(name);
         let _ = std::fs::remove_file(&path);
@@ -337,7 +344,7 @@ mod tests {
     #[test]
     fn reopen_follows_rotation_and_kept_handle_does_not() {
         let path = temp_path("rotate.log");
-        let rotated = path.with_extension("log.1");
+        let rotated = TempPath(path.with_extension("log.1"));
         for reopen in [true, false] {
             let _ = std::fs::remove_file(&path);
             let plugin = FileLog::new(config(&path, reopen)).expect("valid");
@@ -353,7 +360,7 @@ mod tests {
     #[test]
     fn a_write_error_is_logged_and_the_next_write_recovers() {
         let dir = temp_path("missing-dir");
-        let path = dir.join("x.log");
+        let path = TempPath(dir.join("x.log"));
         let plugin = FileLog::new(config(&path, false)).expect("valid");
         let mut kong = MockPdk::get("/");
         plugin
