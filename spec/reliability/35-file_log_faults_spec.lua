@@ -47,6 +47,7 @@ describe("reliability: rs-file-log on a failing file system", function()
 
   local function set_path(path, reopen)
     h.res_status(200, admin:patch("/plugins/" .. plugin_id, { config = { path = path, reopen = reopen or false } }))
+    h.settle() -- Kong applies it after its plugins iterator rebuild
   end
 
   local function errors_since(offset, needle)
@@ -64,6 +65,7 @@ describe("reliability: rs-file-log on a failing file system", function()
     local res = admin:post("/routes/log/plugins", { name = "rs-file-log", config = { path = dir .. "/ok.log" } })
     h.res_status(201, res)
     plugin_id = res.json.id
+    h.settle()
     workers = h.worker_pids()
   end)
 
