@@ -209,7 +209,7 @@ fn lua_value(lua: &Lua, input: &mut Input, depth: usize, tables: &mut Vec<Table>
     match input.byte() % if depth == 0 { 7 } else { 9 } {
         0 => LuaValue::Nil,
         1 => LuaValue::LightUserData(mlua::LightUserData(std::ptr::null_mut())), // ngx.null
-        2 => LuaValue::Boolean(input.byte() % 2 == 0),
+        2 => LuaValue::Boolean(input.byte().is_multiple_of(2)),
         3 => LuaValue::Number(f64::from(input.byte()) - 10.0),
         4 => LuaValue::Number(match input.byte() % 5 {
             0 => f64::NAN,
@@ -219,7 +219,7 @@ fn lua_value(lua: &Lua, input: &mut Input, depth: usize, tables: &mut Vec<Table>
             _ => 9_007_199_254_740_993.0,
         }),
         5 | 6 => LuaValue::String(lua.create_string(input.bytes(12)).expect("string")),
-        7 if !tables.is_empty() && input.byte() % 8 == 0 => {
+        7 if !tables.is_empty() && input.byte().is_multiple_of(8) => {
             // A reference to a table already made: cycles and sharing.
             LuaValue::Table(tables[usize::from(input.byte()) % tables.len()].clone())
         }
@@ -228,7 +228,7 @@ fn lua_value(lua: &Lua, input: &mut Input, depth: usize, tables: &mut Vec<Table>
             tables.push(table.clone());
             for _ in 0..input.byte() % 5 {
                 let value = lua_value(lua, input, depth - 1, tables);
-                if input.byte() % 4 == 0 {
+                if input.byte().is_multiple_of(4) {
                     table.raw_push(value).expect("push");
                 } else {
                     let key = KEYS[usize::from(input.byte()) % KEYS.len()];
