@@ -222,6 +222,18 @@ pub fn request_hello(data: &[u8]) {
     }
 }
 
+/// Removes the temporary directory the file-log target writes into (the
+/// quick run calls it when done; a libFuzzer run ends by exiting).
+pub fn remove_temp_files() {
+    LOG_PATH.with(|slot| {
+        if let Some(path) = slot.borrow_mut().take()
+            && let Some(dir) = path.parent()
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    });
+}
+
 fn log_path() -> PathBuf {
     LOG_PATH.with(|slot| {
         slot.borrow_mut()

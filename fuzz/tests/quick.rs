@@ -171,6 +171,7 @@ fn every_target_survives_its_corpus_and_generated_inputs() {
             started.elapsed().as_secs_f64()
         );
     }
+    kong_rs_fuzz::remove_temp_files();
     let mut unreached = Vec::new();
     for (branch, count) in kong_rs_fuzz::reached::all() {
         println!("fuzz quick: reached {branch}: {count}");
