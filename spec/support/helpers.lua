@@ -3,8 +3,12 @@
 -- (gateway/bin/kong-rs-gateway) in a fresh temporary prefix on free ports.
 -- Specs only use this surface:
 --   h.start(opts)  opts.plugins = { "rs-hello", ... }, opts.workers, opts.declarative,
---                  opts.debug (gateway: the /kong-rs/... debug endpoints)
+--                  opts.debug (gateway: the /kong-rs/... debug endpoints),
+--                  opts.lua_cpath (searched first for native modules)
 --   h.stop()       h.restart()   (h.stop removes what h.start made)
+--   h.reload()     what `kong reload` does (a HUP on the gateway); returns
+--                  when the new workers serve
+--   h.proxy_port() the proxy's port, for raw sockets
 --   h.files_dir()  a directory the nginx workers can write to (file-log paths)
 --   h.admin() / h.proxy()  -> client with :send{method,path,headers,body,query},
 --                             :get/:post/:put/:patch/:delete(path, body?, headers?)
@@ -227,6 +231,10 @@ function G.start(opts)
     "KONG_RS_ADMIN_PORT=" .. random_port(),
     "KONG_RS_UPSTREAM_PORT=" .. random_port(),
   }
+  if opts.lua_cpath then
+    -- searched before the checkout's build/lib
+    env[#env + 1] = "KONG_RS_LUA_CPATH=" .. shell_quote(opts.lua_cpath)
+  end
   local cmd = "env " .. table.concat(env, " ") .. " " .. shell_quote(ROOT .. "/gateway/bin/kong-rs-gateway") ..
               " start --prefix " .. shell_quote(G.prefix) .. " --workers " .. (opts.workers or 2)
   if opts.declarative then
@@ -306,6 +314,26 @@ function G.prefix_path()
   return G.prefix
 end
 
+--- A reload as an operator does it: a HUP to the master (what `kong
+-- reload` sends); returns once every worker is a new one.
+function G.reload()
+  local f = assert(io.open(G.prefix .. "/logs/nginx.pid"))
+  local master = f:read("*l")
+  f:close()
+  local before = G.worker_pids()
+  assert(run("kill -HUP " .. tonumber(master)))
+  h.wait_until(function()
+    local now = G.worker_pids()
+    if #now ~= #before then return false end
+    for _, pid in ipairs(now) do
+      for _, old in ipairs(before) do
+        if pid == old then return false end
+      end
+    end
+    return true
+  end, 15)
+end
+
 function G.proxy_port()
   return assert(G.ports, "the gateway is not started").PROXY_PORT
 end
@@ -383,6 +411,8 @@ local function kong_env(opts)
     nginx_worker_processes = opts.workers or 2,
     declarative_config = opts.declarative,
     db_update_frequency = 0.1,
+    -- searched first; ";;" keeps Kong's defaults (and LUA_CPATH) after it
+    lua_package_cpath = opts.lua_cpath and (opts.lua_cpath .. ";;") or nil,
   }
 end
 
@@ -425,6 +455,17 @@ function K.restart()
 end
 
 function K.proxy_port() return kong_helpers.get_proxy_port() end
+
+--- `kong reload` with the environment Kong was started with (without it,
+-- reload re-renders the configuration from defaults).
+function K.reload()
+  local nginx_conf = K.env.nginx_conf and (" --nginx-conf " .. K.env.nginx_conf) or ""
+  assert(kong_helpers.kong_exec("reload --conf " .. kong_helpers.test_conf_path .. nginx_conf ..
+                                " --prefix " .. kong_helpers.test_conf.prefix, K.env))
+  -- (Kong's probe behind h.settle does not pass after a reload: wait for
+  -- the Admin API of the new workers instead)
+  h.wait_until(function() return K.admin():get("/").status == 200 end, 15)
+end
 function K.admin() return kong_client(kong_helpers.admin_client) end
 function K.proxy() return kong_client(kong_helpers.proxy_client) end
 
