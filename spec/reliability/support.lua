@@ -157,11 +157,6 @@ function S.retrying_client_background(url, seconds, connections, expect_header, 
   end
 end
 
-function S.master_pid()
-  local f = assert(io.open(h.prefix_path() .. "/logs/nginx.pid"))
-  local pid = tonumber(f:read("*l"))
-  f:close()
-  return pid
-end
+S.master_pid = h.master_pid
 
 return S

@@ -30,14 +30,6 @@ local function exchange(port)
   return data or partial, err
 end
 
-local function error_log()
-  local f = io.open(helpers.test_conf.nginx_err_logs)
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
 describe("rs-stream-gate on Kong's stream subsystem", function()
   lazy_setup(function()
     local bp = helpers.get_db_utils(os.getenv("KONG_DATABASE") or "postgres",
@@ -76,21 +68,21 @@ describe("rs-stream-gate on Kong's stream subsystem", function()
   end)
 
   it("lets a connection through when preread continues", function()
-    local log_before = #error_log()
+    local log_before = #h.error_log()
     assert.equal(MESSAGE, exchange(ALLOW_PORT))
     helpers.wait_until(function()
-      local log = error_log():sub(log_before + 1)
+      local log = h.error_log():sub(log_before + 1)
       return log:find("[rs-stream-gate] rs-stream-gate preread: stream connection from ", 1, true)
          and log:find("[rs-stream-gate] rs-stream-gate log: stream connection closed", 1, true)
     end, 10)
   end)
 
   it("closes the connection when preread exits, before any upstream byte", function()
-    local log_before = #error_log()
+    local log_before = #h.error_log()
     local data = exchange(DENY_PORT)
     assert.equal("", data or "")
     helpers.wait_until(function()
-      local log = error_log():sub(log_before + 1)
+      local log = h.error_log():sub(log_before + 1)
       return log:find("rs-stream-gate preread: stream connection from ", 1, true) ~= nil
     end, 10)
   end)

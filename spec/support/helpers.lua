@@ -22,7 +22,7 @@
 --   h.skip_on_kong(name, reason) on Kong: a pending test saying why; returns true
 --   h.settle()            wait until Kong's workers run the current configuration
 --   h.res_status(code, res) -> body (errors with the body when the status differs)
--- Gateway only (nil on Kong): h.prefix_path().
+-- Gateway only (nil on Kong): h.prefix_path(), h.master_pid().
 local cjson = require "cjson.safe"
 
 local h = {}
@@ -291,11 +291,16 @@ function G.echo(res)
   return { method = j.method, path = j.path, headers = j.headers, worker_pid = j.worker_pid, body = j.body }
 end
 
-function G.worker_pids()
+-- The pid of the gateway's nginx master.
+function G.master_pid()
   local f = assert(io.open(G.prefix .. "/logs/nginx.pid"))
-  local master = f:read("*l")
+  local master = tonumber(f:read("*l"))
   f:close()
-  local _, out = run("ps -o pid= --ppid " .. tonumber(master))
+  return master
+end
+
+function G.worker_pids()
+  local _, out = run("ps -o pid= --ppid " .. G.master_pid())
   local pids = {}
   for pid in out:gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end
   table.sort(pids)
@@ -317,11 +322,8 @@ end
 --- A reload as an operator does it: a HUP to the master (what `kong
 -- reload` sends); returns once every worker is a new one.
 function G.reload()
-  local f = assert(io.open(G.prefix .. "/logs/nginx.pid"))
-  local master = f:read("*l")
-  f:close()
   local before = G.worker_pids()
-  assert(run("kill -HUP " .. tonumber(master)))
+  assert(run("kill -HUP " .. G.master_pid()))
   h.wait_until(function()
     local now = G.worker_pids()
     if #now ~= #before then return false end

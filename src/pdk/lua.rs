@@ -34,6 +34,17 @@ macro_rules! pdk_functions {
             fn at(path: &str) -> Option<F> {
                 PATHS.iter().position(|p| *p == path).map(|i| F::ALL[i])
             }
+
+            /// The function performing write op `op`, from `actions::OPS`,
+            /// looked up by path once per process.
+            fn for_op(op: Op) -> Option<F> {
+                static BY_OP: std::sync::OnceLock<Vec<Option<F>>> = std::sync::OnceLock::new();
+                BY_OP
+                    .get_or_init(|| actions::OPS.iter().map(|(_, path, _)| F::at(path)).collect())
+                    .get(op as usize - 1)
+                    .copied()
+                    .flatten()
+            }
         }
     };
 }
@@ -273,7 +284,8 @@ impl<'lua> LuaPdk<'lua> {
         let actions = self.actions.take();
         for (op, name, value) in actions::decode(&actions)? {
             let (_, path, args) = actions::OPS[op as usize - 1];
-            let id = F::at(path).ok_or_else(|| Error::msg(format!("no handle for kong.{path}")))?;
+            let id =
+                F::for_op(op).ok_or_else(|| Error::msg(format!("no handle for kong.{path}")))?;
             match args {
                 Args::Name => {
                     self.call::<()>(id, self.lua.create_string(name).map_err(Error::lua)?)?
@@ -781,5 +793,18 @@ impl Router for LuaPdk<'_> {
     fn get_service(&mut self) -> Result<Option<Entity>> {
         self.flush()?;
         entity_from(self.call(F::RouterGetService, ())?, "name")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_write_op_has_its_kong_function() {
+        for (op, path, _) in actions::OPS {
+            let id = F::for_op(op).unwrap_or_else(|| panic!("no handle for kong.{path}"));
+            assert_eq!(PATHS[id as usize], path);
+        }
     }
 }

@@ -22,34 +22,18 @@ mod version;
 
 pub use fault::{Fault, FaultConfig, FaultResponse};
 
-/// Lua module entry point: `require("kong_rs_test_plugins")`. Written out
-/// rather than with `kong_rs::export_plugins!` to add the test controls
-/// (`direct_calls`) the shipped module does not have.
-///
-/// # Safety
-/// Called by Lua's `require` with a valid `lua_State`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn luaopen_kong_rs_test_plugins(
-    state: *mut kong_rs::mlua::lua_State,
-) -> std::os::raw::c_int {
-    // SAFETY: Lua calls the entry point with its own state.
-    unsafe {
-        kong_rs::__private::entrypoint(state, |lua| {
-            let mut module = kong_rs::ModuleBuilder::new(lua)?;
-            module
-                .add::<Fault>()?
-                .add::<FaultResponse>()?
-                .add::<header_ops::HeaderOps>()?
-                .add::<version::Version>()?
-                .add::<pdk_probe::PdkProbe>()?
-                .add::<stream_gate::StreamGate>()?
-                .add::<bench::BenchEmpty>()?
-                .add::<bench::BenchHeaders>()?
-                .add::<bench::BenchJson>()?
-                .add::<bench::InWorker>()?;
-            let table = module.finish()?;
-            kong_rs::__private::add_test_controls(lua, &table)?;
-            Ok(table)
-        })
-    }
-}
+// `require("kong_rs_test_plugins")`; with the test controls (`direct_calls`)
+// the shipped module does not have.
+kong_rs::export_plugins!(
+    luaopen_kong_rs_test_plugins: Fault,
+    FaultResponse,
+    header_ops::HeaderOps,
+    version::Version,
+    pdk_probe::PdkProbe,
+    stream_gate::StreamGate,
+    bench::BenchEmpty,
+    bench::BenchHeaders,
+    bench::BenchJson,
+    bench::InWorker;
+    kong_rs::__private::add_test_controls
+);
