@@ -45,6 +45,7 @@ build = {
       ["kong_rs.schema"] = "kong-plugin/kong_rs/schema.lua",
       ["kong_rs.actions"] = "kong-plugin/kong_rs/actions.lua",
       ["kong_rs.loader"] = "kong-plugin/kong_rs/loader.lua",
+      ["kong_rs.io"] = "kong-plugin/kong_rs/io.lua",
       ["kong.plugins.rs-hello.handler"] = "kong-plugin/kong/plugins/rs-hello/handler.lua",
       ["kong.plugins.rs-hello.schema"] = "kong-plugin/kong/plugins/rs-hello/schema.lua",
       ["kong.plugins.rs-file-log.handler"] = "kong-plugin/kong/plugins/rs-file-log/handler.lua",

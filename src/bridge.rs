@@ -25,6 +25,7 @@
 //! `Err` or a panic), and for `body_filter` the replacement chunk.
 
 use crate::error::Error;
+use crate::io::task::{Arg, OpResult, Reply, Request, Step, Task};
 use crate::pdk::lua::{LuaPdk, PdkCache};
 use crate::plugin::{Flow, Phase, Plugin};
 use crate::schema;
@@ -42,7 +43,7 @@ use std::rc::Rc;
 /// functions' arguments and results, the ops. The glue refuses a module
 /// with another (`kong_rs/loader.lua`), so two rocks built on different
 /// kong-rs versions fail loudly instead of half-working.
-pub(crate) const ABI: u32 = 1;
+pub(crate) const ABI: u32 = 2;
 
 /// Where a request's [`Plugin::State`] lives in `kong.ctx.plugin`.
 const STATE_KEY: &str = "__kong_rs_state";
@@ -127,6 +128,17 @@ impl<'lua> ModuleBuilder<'lua> {
             phases.raw_set(phase.name(), rules)?;
         }
         module.set("phase_rules", phases)?;
+        // The operations a pending task asks for: { code, name } in code
+        // order, matched by name against kong_rs/io.lua's performers.
+        let io_ops = self.lua.create_table()?;
+        for kind in crate::io::task::OpKind::ALL {
+            let entry = self.lua.create_table()?;
+            entry.raw_push(*kind as u8)?;
+            entry.raw_push(kind.name())?;
+            io_ops.raw_push(entry)?;
+        }
+        module.set("io_ops", io_ops)?;
+        module.set("resume", self.lua.create_function(resume_task)?)?;
         module.set("abi", ABI)?;
         let dump = serde_json::to_string_pretty(&self.descriptions)
             .map_err(|e| mlua::Error::runtime(e.to_string()))?;
@@ -175,6 +187,17 @@ pub fn describe<P: Plugin>() -> crate::Result<serde_json::Value> {
             P::NAME
         ));
     }
+    for phase in P::ASYNC_PHASES {
+        if !matches!(phase, Phase::Rewrite | Phase::Access | Phase::Preread)
+            || !P::PHASES.contains(phase)
+        {
+            problems.push(format!(
+                "Plugin \"{}\": phase {phase} cannot be async (only rewrite, access and \
+                 preread may await nginx I/O; log shippers queue their entries)",
+                P::NAME
+            ));
+        }
+    }
     let parts: Vec<&str> = P::VERSION.split('.').collect();
     if parts.len() > 3
         || parts
@@ -195,6 +218,7 @@ pub fn describe<P: Plugin>() -> crate::Result<serde_json::Value> {
         "version": P::VERSION,
         "priority": P::PRIORITY,
         "phases": phases,
+        "async_phases": P::ASYNC_PHASES.iter().map(|p| p.name()).collect::<Vec<_>>(),
         "reads_request_body": P::READS_REQUEST_BODY,
         "schema": schema,
     }))
@@ -319,6 +343,12 @@ fn factory<P: Plugin>(
     factory.set("stream", P::PHASES.contains(&Phase::Preread))?;
     let phases = lua.create_sequence_from(P::PHASES.iter().map(|p| p.name()))?;
     factory.set("phases", phases)?;
+    // Phases run as tasks: the glue drives them (kong_rs/io.lua).
+    let async_phases = lua.create_table()?;
+    for phase in P::ASYNC_PHASES {
+        async_phases.raw_set(phase.name(), true)?;
+    }
+    factory.set("async_phases", async_phases)?;
     let options = mlua::serde::SerializeOptions::new()
         .set_array_metatable(false)
         .serialize_none_to_null(false);
@@ -507,7 +537,13 @@ fn phase_functions<P: Plugin>(
                 .get(id)
                 .ok_or_else(|| mlua::Error::runtime(format!("no live {} instance {id}", P::NAME)))
         };
-        let function = if phase == Phase::BodyFilter {
+        let function = if P::ASYNC_PHASES.contains(&phase) {
+            let cache = cache.clone();
+            lua.create_function(move |lua, (id, body): (i64, Option<mlua::LuaString>)| {
+                let instance = lookup(id)?;
+                start_task::<P>(lua, instance, &cache, phase, body)
+            })?
+        } else if phase == Phase::BodyFilter {
             lua.create_function(
                 move |lua, (id, chunk, eof): (i64, Option<BString>, Option<bool>)| {
                     let instance = lookup(id)?;
@@ -618,6 +654,15 @@ fn with_state<P: Plugin, R>(
     if size_of::<P::State>() == 0 {
         return f(pdk, &mut P::State::default());
     }
+    let mut state = state_of::<P>(pdk)?;
+    f(pdk, &mut state.0)
+}
+
+/// This request's state (a userdata in `kong.ctx.plugin`), created with
+/// `Default` on first use, borrowed until the guard is dropped.
+fn state_of<P: Plugin>(
+    pdk: &mut LuaPdk<'_>,
+) -> crate::Result<mlua::UserDataRefMut<StateBox<P::State>>> {
     let ctx = pdk.plugin_ctx()?;
     let stored: Option<AnyUserData> = ctx.raw_get(STATE_KEY).map_err(Error::lua)?;
     let stored = match stored {
@@ -631,10 +676,141 @@ fn with_state<P: Plugin, R>(
             created
         }
     };
-    let mut state = stored
+    stored
         .borrow_mut::<StateBox<P::State>>()
-        .map_err(Error::lua)?;
-    f(pdk, &mut state.0)
+        .map_err(Error::lua)
+}
+
+/// What an async phase's task finishes with: its pending writes and outcome.
+type PhaseOutput = (Option<Vec<u8>>, crate::Result<Flow>);
+
+/// An async phase in progress, held by the Lua side between operations.
+struct PhaseTask(Task<PhaseOutput>);
+
+impl UserData for PhaseTask {}
+
+/// What an async phase's future borrows for its whole life.
+struct PhaseData<P> {
+    lua: Lua,
+    cache: Rc<PdkCache>,
+    instance: Rc<Instance<P>>,
+}
+
+/// Starts an async phase: builds its task and runs it up to its first I/O
+/// operation (or to its end, when it needed none).
+fn start_task<P: Plugin>(
+    lua: &Lua,
+    instance: Rc<Instance<P>>,
+    cache: &Rc<PdkCache>,
+    phase: Phase,
+    body: Option<mlua::LuaString>,
+) -> mlua::Result<Variadic<LuaValue>> {
+    let data = PhaseData {
+        lua: lua.clone(),
+        cache: cache.clone(),
+        instance,
+    };
+    let task = Task::borrowing(data, move |data| async move {
+        let mut pdk = LuaPdk::new(&data.lua, &data.cache);
+        if P::READS_REQUEST_BODY && phase.reads_request_body() {
+            pdk.set_request_body(body);
+        }
+        pdk.set_phase(phase);
+        let outcome = run_async_phase::<P>(&data.instance.plugin, phase, &mut pdk).await;
+        // A failed phase is answered 500: its pending writes are dropped.
+        let actions = match outcome {
+            Ok(_) => pdk.take_actions(),
+            Err(_) => None,
+        };
+        (actions, outcome)
+    });
+    step(lua, task, None)
+}
+
+async fn run_async_phase<P: Plugin>(
+    plugin: &P,
+    phase: Phase,
+    pdk: &mut LuaPdk<'_>,
+) -> crate::Result<Flow> {
+    let mut zero_sized = P::State::default();
+    let mut stored = None;
+    let state = if size_of::<P::State>() == 0 {
+        &mut zero_sized
+    } else {
+        &mut stored.insert(state_of::<P>(pdk)?).0
+    };
+    match phase {
+        Phase::Rewrite => plugin.rewrite_async(pdk, state).await,
+        Phase::Access => plugin.access_async(pdk, state).await,
+        Phase::Preread => plugin.preread_async(pdk, state).await,
+        other => Err(Error::msg(format!("phase {other} cannot be async"))),
+    }
+}
+
+/// Resumes `task` with `reply` and turns what it wants next into Lua
+/// values: an operation (`nil, true, task, op, socket, a, b, c, d`), or
+/// the phase's results (as a sync phase's, see the module docs).
+fn step(
+    lua: &Lua,
+    mut task: Task<PhaseOutput>,
+    reply: Option<OpResult>,
+) -> mlua::Result<Variadic<LuaValue>> {
+    match task.resume(reply) {
+        Ok(Step::Op(request)) => {
+            let handle = lua.create_userdata(PhaseTask(task))?;
+            pending(lua, LuaValue::UserData(handle), request)
+        }
+        Ok(Step::Done((actions, outcome))) => phase_result(lua, actions, outcome.map(Outcome::Flow)),
+        Err(error) => phase_result(lua, None, Err(error)),
+    }
+}
+
+/// `resume(task, value, err)`: the Lua side performed the operation the
+/// task asked for; `value` is its result (nil when it failed with `err`).
+fn resume_task(
+    lua: &Lua,
+    (handle, value, err): (AnyUserData, LuaValue, Option<mlua::LuaString>),
+) -> mlua::Result<Variadic<LuaValue>> {
+    let reply = match value {
+        LuaValue::Nil => Err(err.map_or_else(
+            || "unknown error".to_string(),
+            |e| String::from_utf8_lossy(&e.as_bytes()).into_owned(),
+        )),
+        LuaValue::String(data) => Ok(Reply::Bytes(data.as_bytes().to_vec())),
+        LuaValue::Integer(n) => Ok(Reply::Int(n)),
+        LuaValue::Number(n) => Ok(Reply::Int(n as i64)),
+        _ => Ok(Reply::Done),
+    };
+    let step = {
+        let mut task = handle.borrow_mut::<PhaseTask>()?;
+        task.0.resume(Some(reply))
+    };
+    match step {
+        Ok(Step::Op(request)) => pending(lua, LuaValue::UserData(handle), request),
+        Ok(Step::Done((actions, outcome))) => {
+            phase_result(lua, actions, outcome.map(Outcome::Flow))
+        }
+        Err(error) => phase_result(lua, None, Err(error)),
+    }
+}
+
+fn pending(lua: &Lua, handle: LuaValue, request: Request) -> mlua::Result<Variadic<LuaValue>> {
+    let mut values = Variadic::with_capacity(9);
+    values.push(LuaValue::Nil);
+    values.push(LuaValue::Boolean(true));
+    values.push(handle);
+    values.push(LuaValue::Integer(i64::from(request.kind as u8)));
+    values.push(LuaValue::Integer(i64::from(request.socket)));
+    for arg in request.args {
+        values.push(match arg {
+            Arg::Nil => LuaValue::Nil,
+            Arg::Int(n) => LuaValue::Integer(n),
+            Arg::Num(n) => LuaValue::Number(n),
+            Arg::Bool(b) => LuaValue::Boolean(b),
+            Arg::Bytes(bytes) => LuaValue::String(lua.create_string(bytes)?),
+        });
+    }
+    Ok(values)
 }
 
 /// Lua return values: the pending writes (a string, or nil), then the outcome.

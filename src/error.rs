@@ -15,6 +15,9 @@ pub enum ErrorKind {
     Pdk,
     /// Reading or writing a file, a socket, ...
     Io,
+    /// An awaited operation ran past its timeout (a socket's, or
+    /// [`kong_rs::io::timeout`](crate::io::timeout)'s).
+    Timeout,
     /// Anything else the plugin gave up on (the kind of [`Error::msg`]).
     Plugin,
 }

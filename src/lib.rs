@@ -67,6 +67,9 @@ extern crate self as kong_rs;
 
 mod bridge;
 mod error;
+pub mod http;
+pub mod io;
+pub mod redis;
 mod library;
 mod metaschema;
 pub mod pdk;

@@ -21,6 +21,11 @@ use serde::de::DeserializeOwned;
 /// `kong.response.exit`, are *returned* as a [`Flow::Exit`] and performed by
 /// the Lua side once Rust has returned.
 ///
+/// `rewrite`, `access` and `preread` may be written as `async fn` to talk
+/// to the network: the future's I/O ([`crate::io`], [`crate::http`],
+/// [`crate::redis`]) is performed by nginx's cosockets while the worker
+/// serves other requests; between awaits the PDK works as usual.
+///
 /// A phase method that returns `Err` or panics is logged with the plugin's
 /// name and the phase, and the request is answered 500 where the response can
 /// still be changed (rewrite, access, response); the request is never let
@@ -48,6 +53,11 @@ pub trait Plugin: Sized + 'static {
     /// The phases this plugin implements, in Kong's order. Written by
     /// `#[kong_rs::plugin]`; do not set it by hand.
     const PHASES: &'static [Phase];
+
+    /// The phases written as `async fn` (rewrite, access, preread), run as
+    /// tasks whose I/O nginx performs (see [`crate::io`]). Written by
+    /// `#[kong_rs::plugin]`; do not set it by hand.
+    const ASYNC_PHASES: &'static [Phase] = &[];
 
     /// Whether rewrite/access need the request body: when true the Lua side
     /// reads it before entering Rust (reading it may yield), so
@@ -102,6 +112,40 @@ pub trait Plugin: Sized + 'static {
     /// # Errors
     /// An `Err` is logged and the request answered 500; the upstream is not called.
     fn access(&self, _kong: &mut dyn Pdk, _state: &mut Self::State) -> Result<Flow> {
+        Ok(Flow::Continue)
+    }
+
+    /// `async fn rewrite` in a `#[kong_rs::plugin]` block becomes this
+    /// method (the macro renames it and lists the phase in
+    /// [`Plugin::ASYNC_PHASES`]).
+    ///
+    /// # Errors
+    /// As [`Plugin::rewrite`].
+    #[doc(hidden)]
+    #[allow(async_fn_in_trait)]
+    async fn rewrite_async(&self, _kong: &mut dyn Pdk, _state: &mut Self::State) -> Result<Flow> {
+        Ok(Flow::Continue)
+    }
+
+    /// `async fn access`, renamed by `#[kong_rs::plugin]`: see
+    /// [`Plugin::rewrite_async`].
+    ///
+    /// # Errors
+    /// As [`Plugin::access`].
+    #[doc(hidden)]
+    #[allow(async_fn_in_trait)]
+    async fn access_async(&self, _kong: &mut dyn Pdk, _state: &mut Self::State) -> Result<Flow> {
+        Ok(Flow::Continue)
+    }
+
+    /// `async fn preread`, renamed by `#[kong_rs::plugin]`: see
+    /// [`Plugin::rewrite_async`].
+    ///
+    /// # Errors
+    /// As [`Plugin::preread`].
+    #[doc(hidden)]
+    #[allow(async_fn_in_trait)]
+    async fn preread_async(&self, _kong: &mut dyn Pdk, _state: &mut Self::State) -> Result<Flow> {
         Ok(Flow::Continue)
     }
 

@@ -8,7 +8,8 @@
 -- freed once Kong drops its table. Only the phases the Rust type implements
 -- are registered: a `response` handler switches Kong to buffered proxying.
 -- Rust cannot yield, so exits are returned by Rust and performed here, after
--- the writes Rust deferred (kong_rs.actions).
+-- the writes Rust deferred (kong_rs.actions); the I/O of async phases is
+-- performed by kong_rs.io.
 
 local new_applier = require("kong_rs.actions").new
 local load_native = require("kong_rs.loader").load
@@ -152,6 +153,43 @@ local function phase_handler(name, phase, run, instances, instance_for, apply_ac
 end
 
 
+-- An async phase (`async fn access` in Rust): the first call runs the
+-- future up to its first I/O operation; kong_rs.io's driver performs the
+-- operations with cosockets in this coroutine and resumes the future until
+-- the phase ends. Sync phases never come here.
+local function async_phase_handler(name, phase, run, instances, instance_for, apply_actions,
+                                   reads_body, drive)
+  return function(_, conf)
+    local instance = instances[conf]
+    if not instance then
+      local err
+      instance, err = instance_for(conf)
+      if not instance then
+        return fail(name, phase, err)
+      end
+    end
+    local request_body
+    if reads_body then
+      request_body = kong.request.get_raw_body()
+    end
+    -- Pending: nil, true, task, op, socket, a, b, c, d.
+    local ok, actions, status, body, headers, id, a, b, c, d = pcall(run, instance.id, request_body)
+    if not ok then
+      return fail(name, phase, actions)
+    end
+    if status == true then
+      ok, actions, status, body, headers = drive(body, headers, id, a, b, c, d)
+      if not ok then
+        return fail(name, phase, actions)
+      end
+    end
+    if actions ~= nil or status ~= nil then
+      return finish(name, phase, apply_actions, actions, status, body, headers)
+    end
+  end
+end
+
+
 --- Returns the handler table of plugin `plugin_name` exported by the native
 -- module `native_name` (a `.so` on `lua_package_cpath`).
 function _M.new(native_name, plugin_name)
@@ -195,11 +233,18 @@ function _M.new(native_name, plugin_name)
     VERSION = factory.version,
     PRIORITY = factory.priority,
   }
+  local drive
   for _, phase in ipairs(factory.phases) do
     -- The factory's phase function, the same for every instance (see
     -- src/bridge.rs: per-instance functions would be pinned by JIT traces).
     local run = factory[phase]
-    if phase == "body_filter" then
+    if factory.async_phases[phase] then
+      -- Loaded only for plugins with async phases: it needs ngx.socket.
+      drive = drive or require("kong_rs.io").new(native.io_ops, native.resume)
+      local reads_body = factory.reads_request_body and rules[phase].body or false
+      handler[phase] = async_phase_handler(plugin_name, phase, run, instances, instance_for,
+                                           apply_actions, reads_body, drive)
+    elseif phase == "body_filter" then
       handler[phase] = body_filter_handler(plugin_name, run, instances, instance_for, apply_actions)
     else
       local reads_body = factory.reads_request_body and rules[phase].body or false

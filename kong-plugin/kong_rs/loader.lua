@@ -25,7 +25,7 @@ local MAX_SPELLINGS = 64
 
 -- The interface this glue speaks with native modules (`ABI` in
 -- src/bridge.rs): a module built against another kong-rs is refused.
-local ABI = 1
+local ABI = 2
 
 local _M = {}
 

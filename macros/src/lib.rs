@@ -17,10 +17,17 @@ const PHASES: &[(&str, &str)] = &[
     ("log", "Log"),
 ];
 
+/// The phases that may be written as `async fn`.
+const ASYNC_PHASES: &[&str] = &["preread", "rewrite", "access"];
+
 /// Put on `impl Plugin for T { … }`: adds `const PHASES` listing the phase
 /// methods the block defines, so the Lua side registers exactly those (a
 /// `response` handler switches Kong to buffered proxying, so registering
 /// phases a plugin does not implement is not harmless).
+///
+/// `async fn rewrite`/`access`/`preread` become `rewrite_async`/... and
+/// are listed in `const ASYNC_PHASES`: the bridge runs them as tasks whose
+/// I/O nginx performs. Another phase written `async` is a compile error.
 ///
 /// It reads the method names written in the block, so it cannot see
 /// methods another macro would write there: a macro invocation in the
@@ -52,10 +59,15 @@ pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
 
     let mut found = Vec::new();
+    let mut found_async = Vec::new();
     let mut previous_was_fn = false;
+    let mut previous_was_async = false;
+    let mut fn_was_async = false;
     let mut previous_was_const = false;
     let mut previous_was_ident = false;
-    for token in body.stream() {
+    // The block, with each `async fn <phase>` renamed `<phase>_async`.
+    let mut rewritten: Vec<TokenTree> = Vec::new();
+    for mut token in body.stream() {
         if matches!(&token, TokenTree::Punct(p) if p.as_char() == '!') && previous_was_ident {
             return compile_error(
                 "#[kong_rs::plugin] reads the phase methods written in the block and cannot \
@@ -65,7 +77,7 @@ pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
         previous_was_ident = matches!(token, TokenTree::Ident(_));
         if let TokenTree::Ident(ident) = &token {
             let name = ident.to_string();
-            if previous_was_const && name == "PHASES" {
+            if previous_was_const && (name == "PHASES" || name == "ASYNC_PHASES") {
                 return compile_error(
                     "#[kong_rs::plugin] derives `PHASES` from the methods; do not write it by hand",
                 );
@@ -74,13 +86,31 @@ pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
                 && let Some((_, variant)) = PHASES.iter().find(|(method, _)| *method == name)
             {
                 found.push(*variant);
+                if fn_was_async {
+                    if !ASYNC_PHASES.contains(&name.as_str()) {
+                        return compile_error(&format!(
+                            "`{name}` cannot be async: only rewrite, access and preread may \
+                             await nginx I/O (Kong gives no cosockets to the other phases; a \
+                             log shipper queues its entries and sends them from a timer)"
+                        ));
+                    }
+                    found_async.push(*variant);
+                    token = TokenTree::Ident(proc_macro::Ident::new(
+                        &format!("{name}_async"),
+                        ident.span(),
+                    ));
+                }
             }
+            fn_was_async = name == "fn" && previous_was_async;
             previous_was_fn = name == "fn";
+            previous_was_async = name == "async";
             previous_was_const = name == "const";
         } else {
             previous_was_fn = false;
+            previous_was_async = false;
             previous_was_const = false;
         }
+        rewritten.push(token);
     }
     // Kong refuses to load such a plugin (kong/db/dao/plugins.lua): a
     // buffered `response` replaces the filters. Said here, where the author is.
@@ -100,14 +130,21 @@ pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
         .filter(|(_, variant)| found.contains(variant))
         .map(|(_, variant)| format!("{krate}::Phase::{variant}"))
         .collect();
+    let ordered_async: Vec<String> = PHASES
+        .iter()
+        .filter(|(_, variant)| found_async.contains(variant))
+        .map(|(_, variant)| format!("{krate}::Phase::{variant}"))
+        .collect();
     let constant: TokenStream = format!(
-        "const PHASES: &'static [{krate}::Phase] = &[{}];",
-        ordered.join(", ")
+        "const PHASES: &'static [{krate}::Phase] = &[{}]; \
+         const ASYNC_PHASES: &'static [{krate}::Phase] = &[{}];",
+        ordered.join(", "),
+        ordered_async.join(", ")
     )
     .parse()
     .expect("generated constant is valid Rust");
 
-    let mut stream = body.stream();
+    let mut stream: TokenStream = rewritten.into_iter().collect();
     stream.extend(constant);
     let mut new_body = Group::new(Delimiter::Brace, stream);
     new_body.set_span(body.span());

@@ -1,0 +1,185 @@
+-- kong_rs.io: performs the I/O of async Rust phases with nginx's cosockets.
+--
+-- An async phase is a Rust future. When it awaits I/O it returns the
+-- operation it needs (connect, send, receive, TLS handshake, sleep, ...);
+-- `drive` performs it here, in the request's own coroutine (cosocket calls
+-- yield to nginx, the worker serves other requests meanwhile), and resumes
+-- the future with the result, until the phase ends. Rust never yields
+-- across C: it returns, and Lua waits.
+--
+-- The operations are defined once, in Rust (`OpKind` in src/io/task.rs):
+-- the native module hands over their codes and names as `io_ops`, and
+-- `new` matches them with the performers below, refusing any mismatch.
+
+local tcp = ngx.socket.tcp
+local sleep = ngx.sleep
+local pcall = pcall
+local pairs = pairs
+local ipairs = ipairs
+local error = error
+local tostring = tostring
+local setmetatable = setmetatable
+
+local _M = {}
+
+
+-- Each performer: (sockets, socket id, a, b, c, d) -> value | nil, err.
+-- `sockets` holds this task's cosockets by the ids Rust gave them.
+local PERFORMERS = {}
+
+-- a: host, b: port, c: timeout (ms), d: pool name or nil.
+-- Replies how many times the connection was reused from the pool.
+function PERFORMERS.connect(sockets, id, host, port, timeout, pool)
+  local sock, err = tcp()
+  if not sock then
+    return nil, err
+  end
+  sock:settimeout(timeout)
+  local ok
+  if pool then
+    ok, err = sock:connect(host, port, { pool = pool })
+  else
+    ok, err = sock:connect(host, port)
+  end
+  if not ok then
+    return nil, err
+  end
+  sockets[id] = sock
+  return sock:getreusedtimes()
+end
+
+-- a: server name (SNI) or nil, b: verify the certificate, c: timeout (ms).
+function PERFORMERS.tls(sockets, id, server_name, verify, timeout)
+  local sock = sockets[id]
+  if not sock then
+    return nil, "closed"
+  end
+  sock:settimeout(timeout)
+  local session, err = sock:sslhandshake(nil, server_name, verify)
+  if not session then
+    return nil, err
+  end
+  return true
+end
+
+-- a: bytes, c: timeout (ms). Replies the number of bytes sent.
+function PERFORMERS.send(sockets, id, data, _, timeout)
+  local sock = sockets[id]
+  if not sock then
+    return nil, "closed"
+  end
+  sock:settimeout(timeout)
+  return sock:send(data)
+end
+
+-- a: most bytes wanted, c: timeout (ms). Replies the bytes received;
+-- "closed" at the end of the stream.
+function PERFORMERS.receive(sockets, id, max, _, timeout)
+  local sock = sockets[id]
+  if not sock then
+    return nil, "closed"
+  end
+  sock:settimeout(timeout)
+  return sock:receiveany(max)
+end
+
+-- a: idle timeout (ms), b: pool size.
+function PERFORMERS.keepalive(sockets, id, idle, pool_size)
+  local sock = sockets[id]
+  sockets[id] = nil
+  if not sock then
+    return true
+  end
+  local ok, err = sock:setkeepalive(idle, pool_size)
+  if not ok then
+    sock:close()
+    return nil, err
+  end
+  return true
+end
+
+function PERFORMERS.close(sockets, id)
+  local sock = sockets[id]
+  sockets[id] = nil
+  if sock then
+    sock:close()
+  end
+  return true
+end
+
+-- a: seconds.
+function PERFORMERS.sleep(_, _, seconds)
+  sleep(seconds)
+  return true
+end
+
+
+-- Drivers already built, by `io_ops` table (one per native module).
+local drivers = setmetatable({}, { __mode = "k" })
+
+
+--- Returns `drive(task, op, id, a, b, c, d)` for a native module's
+-- `io_ops` and `resume`: performs operations and resumes the task until
+-- the phase ends; returns `true, <phase results>` or `false, message`.
+function _M.new(io_ops, resume)
+  local driver = drivers[io_ops]
+  if driver then
+    return driver
+  end
+  local by_code = {}
+  local known = {}
+  for _, entry in ipairs(io_ops) do
+    local code, name = entry[1], entry[2]
+    local performer = PERFORMERS[name]
+    if not performer then
+      error("kong_rs.io has no performer for operation '" .. tostring(name) ..
+            "' of the native module: install the kong_rs glue of the same version", 2)
+    end
+    by_code[code] = performer
+    known[name] = true
+  end
+  for name in pairs(PERFORMERS) do
+    if not known[name] then
+      error("the native module does not know operation '" .. name ..
+            "' of kong_rs.io: install the kong_rs glue of the same version", 2)
+    end
+  end
+
+  driver = function(task, op, id, a, b, c, d)
+    local sockets = {}
+    local ok, actions, status, x1, x2, x3, x4, x5, x6, x7
+    repeat
+      local performer = by_code[op]
+      local value, err
+      if performer then
+        -- A Lua error in a performer (an API missing in this context)
+        -- becomes the operation's error, which Rust turns into an Err.
+        local pok
+        pok, value, err = pcall(performer, sockets, id, a, b, c, d)
+        if not pok then
+          value, err = nil, tostring(value)
+        end
+      else
+        value, err = nil, "unknown operation " .. tostring(op)
+      end
+      ok, actions, status, x1, x2, x3, x4, x5, x6, x7 = pcall(resume, task, value, err)
+      if status == true then
+        -- x1 is the task again; then the next operation.
+        op, id, a, b, c, d = x2, x3, x4, x5, x6, x7
+      end
+    until not ok or status ~= true
+    -- Sockets the future did not release (it failed or forgot them).
+    for _, sock in pairs(sockets) do
+      sock:close()
+    end
+    if not ok then
+      return false, actions
+    end
+    return true, actions, status, x1, x2
+  end
+  drivers[io_ops] = driver
+  return driver
+end
+
+
+return _M

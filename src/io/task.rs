@@ -1,0 +1,599 @@
+//! The executor of async phases: a future polled from the Lua side, whose
+//! every I/O wait is an operation ([`Request`]) that the Lua side performs
+//! with nginx's cosockets before polling again with the reply.
+//!
+//! There is no runtime and no waker-driven scheduling: a task only ever
+//! waits for the one operation it handed to Lua, so "poll again" is simply
+//! "Lua has the reply". The waker is still honoured, for futures that wake
+//! each other inside one task (hyper's connection and its request handle):
+//! a task that returns `Pending` without asking for an operation is polled
+//! again if something woke it, and fails loudly if nothing did (it waits
+//! for something that is not nginx I/O, e.g. a timer of another runtime).
+
+use crate::error::Error;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+macro_rules! op_kinds {
+    ($($(#[$doc:meta])* $variant:ident = $code:literal, $name:literal;)*) => {
+        /// What a pending task asks the Lua side to do. The codes and names
+        /// are handed to the glue at load (`io_ops`), which refuses to
+        /// start when its performers (`kong_rs/io.lua`) do not match.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u8)]
+        pub(crate) enum OpKind { $($(#[$doc])* $variant = $code,)* }
+
+        impl OpKind {
+            /// Every operation, in code order.
+            pub(crate) const ALL: &'static [OpKind] = &[$(OpKind::$variant,)*];
+
+            /// The name of the operation's performer in `kong_rs/io.lua`.
+            pub(crate) fn name(self) -> &'static str {
+                match self { $(OpKind::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+op_kinds! {
+    /// `ngx.socket.tcp()` + `connect(host, port, { pool })`; replies the
+    /// connection's reuse count.
+    Connect = 1, "connect";
+    /// `sslhandshake(nil, server_name, verify)`.
+    Tls = 2, "tls";
+    /// `send(data)`; replies the number of bytes sent.
+    Send = 3, "send";
+    /// `receiveany(max)`; replies the bytes ("" at end of stream).
+    Receive = 4, "receive";
+    /// `setkeepalive(idle, pool_size)`: the connection back to the pool.
+    Keepalive = 5, "keepalive";
+    /// `close()`.
+    Close = 6, "close";
+    /// `ngx.sleep(seconds)`.
+    Sleep = 7, "sleep";
+}
+
+/// An argument of an operation, as it crosses into Lua.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Arg {
+    Nil,
+    Int(i64),
+    Num(f64),
+    Bool(bool),
+    Bytes(Vec<u8>),
+}
+
+/// One operation for the Lua side: `kind`, the socket it acts on (0 for
+/// none), up to four arguments. The arguments' meaning is the performer's
+/// (`kong_rs/io.lua`), by kind.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub(crate) kind: OpKind,
+    pub(crate) socket: u32,
+    pub(crate) args: [Arg; 4],
+}
+
+/// What the Lua side answered.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Reply {
+    /// A number (bytes sent, reuse count).
+    Int(i64),
+    /// Bytes received.
+    Bytes(Vec<u8>),
+    /// Done, nothing to report.
+    Done,
+}
+
+/// A performed operation: its reply or the error string the cosocket API
+/// gave (`"timeout"`, `"closed"`, `"connection refused"`, ...).
+pub(crate) type OpResult = std::result::Result<Reply, String>;
+
+/// The I/O state of one task, shared by the task and every socket and
+/// operation created while it runs.
+pub(crate) struct Io {
+    queue: RefCell<VecDeque<(u64, Request)>>,
+    // The operation the Lua side is performing: id, and whether its reply
+    // is wanted (closing a dropped socket is not waited for).
+    in_flight: Cell<Option<(u64, bool)>>,
+    replies: RefCell<Vec<(u64, OpResult)>>,
+    // Operations handed out whose waiter is gone: their replies are dropped.
+    abandoned: RefCell<Vec<u64>>,
+    next_op: Cell<u64>,
+    next_socket: Cell<u32>,
+    // The nearest deadline of the `timeout`s being polled, if any.
+    deadline: Cell<Option<Instant>>,
+}
+
+impl Io {
+    fn new() -> Rc<Io> {
+        Rc::new(Io {
+            queue: RefCell::new(VecDeque::new()),
+            in_flight: Cell::new(None),
+            replies: RefCell::new(Vec::new()),
+            abandoned: RefCell::new(Vec::new()),
+            next_op: Cell::new(1),
+            next_socket: Cell::new(1),
+            deadline: Cell::new(None),
+        })
+    }
+
+    /// A new socket id, unique in this task.
+    pub(crate) fn socket_id(&self) -> u32 {
+        let id = self.next_socket.get();
+        self.next_socket.set(id + 1);
+        id
+    }
+
+    /// Queues `request`; its reply is collected with [`Io::take_reply`].
+    pub(crate) fn submit(&self, request: Request) -> u64 {
+        let id = self.next_op.get();
+        self.next_op.set(id + 1);
+        self.queue.borrow_mut().push_back((id, request));
+        id
+    }
+
+    /// Queues `request` without waiting for it (releasing a socket).
+    pub(crate) fn submit_detached(&self, request: Request) {
+        // Id 0 marks "reply not wanted".
+        self.queue.borrow_mut().push_back((0, request));
+    }
+
+    /// Withdraws operation `id`, whose waiter is gone: taken out of the
+    /// queue if not handed out yet (then `true`), else its reply will be
+    /// dropped.
+    pub(crate) fn cancel(&self, id: u64) -> bool {
+        let mut queue = self.queue.borrow_mut();
+        if let Some(at) = queue.iter().position(|(op, _)| *op == id) {
+            queue.remove(at);
+            return true;
+        }
+        drop(queue);
+        let mut replies = self.replies.borrow_mut();
+        if let Some(at) = replies.iter().position(|(op, _)| *op == id) {
+            drop(replies.swap_remove(at));
+        } else {
+            self.abandoned.borrow_mut().push(id);
+        }
+        false
+    }
+
+    /// The reply to operation `id`, once the Lua side has given it.
+    pub(crate) fn take_reply(&self, id: u64) -> Option<OpResult> {
+        let mut replies = self.replies.borrow_mut();
+        let at = replies.iter().position(|(op, _)| *op == id)?;
+        Some(replies.swap_remove(at).1)
+    }
+
+    /// How long an operation may take: `limit`, shortened to the nearest
+    /// deadline of the enclosing `timeout`s; `None` when that has passed.
+    pub(crate) fn time_left(&self, limit: Duration) -> Option<Duration> {
+        match self.deadline.get() {
+            None => Some(limit),
+            Some(deadline) => {
+                let left = deadline.checked_duration_since(Instant::now())?;
+                (!left.is_zero()).then_some(left.min(limit))
+            }
+        }
+    }
+
+    /// Runs `f` with `deadline` as the nearest deadline (if nearer).
+    pub(crate) fn with_deadline<R>(&self, deadline: Instant, f: impl FnOnce() -> R) -> R {
+        let outer = self.deadline.get();
+        let nearest = outer.map_or(deadline, |outer| outer.min(deadline));
+        self.deadline.set(Some(nearest));
+        let result = f();
+        self.deadline.set(outer);
+        result
+    }
+
+    fn deliver(&self, reply: OpResult) {
+        if let Some((id, wanted)) = self.in_flight.take()
+            && wanted
+        {
+            let mut abandoned = self.abandoned.borrow_mut();
+            if let Some(at) = abandoned.iter().position(|op| *op == id) {
+                abandoned.swap_remove(at);
+                return;
+            }
+            self.replies.borrow_mut().push((id, reply));
+        }
+    }
+
+    fn next_request(&self) -> Option<Request> {
+        let (id, request) = self.queue.borrow_mut().pop_front()?;
+        self.in_flight.set(Some((id, id != 0)));
+        Some(request)
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Io>>> = const { RefCell::new(None) };
+}
+
+/// The I/O state of the task being polled on this thread.
+///
+/// # Errors
+/// Outside a task: kong-rs I/O works only inside an async phase.
+pub(crate) fn current() -> crate::Result<Rc<Io>> {
+    CURRENT
+        .with(|current| current.borrow().clone())
+        .ok_or_else(|| {
+            Error::msg(
+                "kong-rs I/O used outside an async phase: sockets, sleeps and clients \
+                 work only while an `async fn` phase (or a queue's sender) runs",
+            )
+        })
+}
+
+/// Sets the current task's I/O state for the duration of `f`, restoring the
+/// previous one after (a task polled inside another's operation).
+fn with_current<R>(io: &Rc<Io>, f: impl FnOnce() -> R) -> R {
+    let previous = CURRENT.with(|current| current.replace(Some(io.clone())));
+    let result = f();
+    CURRENT.with(|current| *current.borrow_mut() = previous);
+    result
+}
+
+/// One operation as a future: submitted on first poll, ready when the Lua
+/// side replied.
+pub(crate) struct Op {
+    io: Rc<Io>,
+    state: OpState,
+}
+
+enum OpState {
+    New(Request),
+    Sent(u64),
+    Finished,
+}
+
+impl Op {
+    pub(crate) fn new(io: Rc<Io>, request: Request) -> Op {
+        Op {
+            io,
+            state: OpState::New(request),
+        }
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        if let OpState::Sent(id) = self.state {
+            self.io.cancel(id);
+        }
+    }
+}
+
+impl Future for Op {
+    type Output = OpResult;
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<OpResult> {
+        let this = &mut *self;
+        match std::mem::replace(&mut this.state, OpState::Finished) {
+            OpState::New(request) => {
+                this.state = OpState::Sent(this.io.submit(request));
+                Poll::Pending
+            }
+            OpState::Sent(id) => match this.io.take_reply(id) {
+                Some(reply) => Poll::Ready(reply),
+                None => {
+                    this.state = OpState::Sent(id);
+                    Poll::Pending
+                }
+            },
+            OpState::Finished => Poll::Ready(Err("operation polled after it finished".into())),
+        }
+    }
+}
+
+/// Sets a flag when woken: whether a `Pending` task may progress without I/O.
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How many times in a row a task may be woken without asking for I/O
+/// before it is declared stuck (futures waking each other forever).
+const MAX_SPINS: usize = 10_000;
+
+/// What a resumed task wants next.
+pub(crate) enum Step<T> {
+    /// Perform this operation, then resume with its reply.
+    Op(Request),
+    /// Finished with this output.
+    Done(T),
+}
+
+/// A future polled by the Lua side. Dropping it drops the future (and with
+/// it every socket it holds, whose release is then no longer performed:
+/// nginx closes a request's cosockets when the request ends).
+pub(crate) struct Task<T> {
+    // Declared first so it is dropped before `borrowed`, which it borrows.
+    future: Option<Pin<Box<dyn Future<Output = T>>>>,
+    output: Option<T>,
+    io: Rc<Io>,
+    flag: Arc<Flag>,
+    waker: Waker,
+    borrowed: Option<Borrowed>,
+}
+
+/// Data a task's future borrows for its whole life, freed after the future.
+struct Borrowed {
+    data: *mut (),
+    free: unsafe fn(*mut ()),
+}
+
+impl Drop for Borrowed {
+    fn drop(&mut self) {
+        // SAFETY: `data` came from `Box::into_raw` of the type `free` was
+        // instantiated with, and is freed once, here.
+        unsafe { (self.free)(self.data) }
+    }
+}
+
+unsafe fn free_box<D>(data: *mut ()) {
+    // SAFETY: see `Borrowed::drop`.
+    drop(unsafe { Box::from_raw(data.cast::<D>()) });
+}
+
+impl<T: 'static> Task<T> {
+    /// A task running `future`.
+    pub(crate) fn new(future: impl Future<Output = T> + 'static) -> Task<T> {
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        Task {
+            future: Some(Box::pin(future)),
+            output: None,
+            io: Io::new(),
+            waker: Waker::from(flag.clone()),
+            flag,
+            borrowed: None,
+        }
+    }
+
+    /// A task whose future borrows `data` (the plugin instance, its PDK,
+    /// the request state) for as long as the task lives: `make` builds the
+    /// future from a reference to `data`, which stays at one address and
+    /// is dropped only after the future.
+    pub(crate) fn borrowing<D: 'static, F>(data: D, make: impl FnOnce(&'static mut D) -> F) -> Task<T>
+    where
+        F: Future<Output = T> + 'static,
+    {
+        let raw = Box::into_raw(Box::new(data));
+        let borrowed = Borrowed {
+            data: raw.cast(),
+            free: free_box::<D>,
+        };
+        // SAFETY: `raw` is valid and unaliased until `borrowed` frees it;
+        // the task drops its future (the only holder of this reference)
+        // before `borrowed` (field order, and `Task::finish`), and `T` is
+        // an owned output that cannot hold the reference ('static).
+        let reference: &'static mut D = unsafe { &mut *raw };
+        let mut task = Task::new(make(reference));
+        task.borrowed = Some(borrowed);
+        task
+    }
+
+    /// Hands the task the reply to the operation it asked for (`None` on
+    /// the first call) and runs it until it needs another operation or
+    /// finishes. The future is polled until nothing wakes it any more
+    /// before an operation is handed out (so a speculative read it
+    /// withdrew, e.g. hyper's idle read before it writes the request, is
+    /// never performed), and again after every reply. The output is handed
+    /// out after the last queued operation (releasing the sockets it
+    /// dropped).
+    ///
+    /// # Errors
+    /// A panic inside the future (the task is finished, its future
+    /// dropped), a future stuck on something that is not nginx I/O, or a
+    /// task resumed after it finished.
+    pub(crate) fn resume(&mut self, reply: Option<OpResult>) -> crate::Result<Step<T>> {
+        if let Some(reply) = reply {
+            self.io.deliver(reply);
+        }
+        let mut spins = 0;
+        while let Some(future) = self.future.as_mut() {
+            self.flag.0.store(false, Ordering::Relaxed);
+            let mut cx = Context::from_waker(&self.waker);
+            let polled = with_current(&self.io, || {
+                catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)))
+            });
+            match polled {
+                Err(panic) => {
+                    self.finish();
+                    return Err(Error::msg(format!(
+                        "panicked: {}",
+                        crate::bridge::panic_message(&panic)
+                    )));
+                }
+                Ok(Poll::Ready(output)) => {
+                    self.finish();
+                    self.output = Some(output);
+                }
+                Ok(Poll::Pending) if self.flag.0.load(Ordering::Relaxed) => {
+                    spins += 1;
+                    if spins > MAX_SPINS {
+                        self.finish();
+                        return Err(Error::msg(
+                            "async phase kept waking itself without doing any I/O",
+                        ));
+                    }
+                    continue;
+                }
+                Ok(Poll::Pending) => {
+                    if self.io.queue.borrow().is_empty() {
+                        self.finish();
+                        return Err(Error::msg(
+                            "async phase is waiting for something that is not nginx I/O \
+                             (a future of another runtime, a channel nobody sends on?): \
+                             only kong-rs sockets, sleeps and clients can be awaited",
+                        ));
+                    }
+                }
+            }
+            break;
+        }
+        if let Some(request) = self.io.next_request() {
+            return Ok(Step::Op(request));
+        }
+        match self.output.take() {
+            Some(output) => Ok(Step::Done(output)),
+            None => Err(Error::msg("async phase resumed after it finished")),
+        }
+    }
+
+    /// Drops the future, then what it borrowed.
+    fn finish(&mut self) {
+        // A panic while dropping the future must not skip freeing `borrowed`.
+        let future = self.future.take();
+        let dropped = catch_unwind(AssertUnwindSafe(move || drop(future)));
+        self.borrowed = None;
+        drop(dropped);
+    }
+}
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        // The future first: it borrows `borrowed` (declaration order does
+        // the same; this states it).
+        self.future = None;
+        self.borrowed = None;
+    }
+}
+
+/// Runs `future` to completion on this thread, performing its operations
+/// with blocking std sockets: for `cargo test` of async plugin code (and of
+/// the clients) without nginx. TLS is not available here.
+///
+/// # Errors
+/// As [`Task::resume`].
+pub fn block_on<T: 'static>(future: impl Future<Output = T> + 'static) -> crate::Result<T> {
+    let mut task = Task::new(future);
+    let mut sockets = super::blocking::Sockets::default();
+    let mut reply = None;
+    loop {
+        match task.resume(reply.take())? {
+            Step::Done(output) => return Ok(output),
+            Step::Op(request) => reply = Some(sockets.perform(request)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_codes_are_dense_from_one() {
+        for (i, kind) in OpKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i + 1, "{}", kind.name());
+        }
+    }
+
+    #[test]
+    fn a_future_that_needs_no_io_finishes_in_one_resume() {
+        let mut task = Task::new(async { 7 });
+        assert!(matches!(task.resume(None), Ok(Step::Done(7))));
+        assert!(task.resume(None).is_err(), "resumed after it finished");
+    }
+
+    #[test]
+    fn each_operation_is_handed_out_and_its_reply_returned() {
+        let mut task = Task::new(async {
+            let io = current().expect("inside a task");
+            let request = |n| Request {
+                kind: OpKind::Sleep,
+                socket: 0,
+                args: [Arg::Int(n), Arg::Nil, Arg::Nil, Arg::Nil],
+            };
+            let a = Op::new(io.clone(), request(1)).await;
+            let b = Op::new(io, request(2)).await;
+            (a, b)
+        });
+        let Ok(Step::Op(first)) = task.resume(None) else {
+            panic!("first operation")
+        };
+        assert_eq!(first.args[0], Arg::Int(1));
+        let Ok(Step::Op(second)) = task.resume(Some(Ok(Reply::Int(10)))) else {
+            panic!("second operation")
+        };
+        assert_eq!(second.args[0], Arg::Int(2));
+        let Ok(Step::Done((a, b))) = task.resume(Some(Err("timeout".into()))) else {
+            panic!("done")
+        };
+        assert_eq!(a, Ok(Reply::Int(10)));
+        assert_eq!(b, Err("timeout".to_string()));
+    }
+
+    #[test]
+    fn a_panic_is_an_error_and_frees_what_the_future_borrowed() {
+        struct Counted(Rc<Cell<u32>>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() + 1);
+            }
+        }
+        let drops = Rc::new(Cell::new(0));
+        let mut task: Task<()> = Task::borrowing(Counted(drops.clone()), |counted| async move {
+            let _keep = &counted.0;
+            panic!("boom");
+        });
+        let err = task.resume(None).err().expect("a panic is an error");
+        assert!(err.to_string().contains("panicked: boom"), "{err}");
+        assert_eq!(drops.get(), 1, "borrowed data freed once");
+        drop(task);
+        assert_eq!(drops.get(), 1);
+    }
+
+    #[test]
+    fn a_task_dropped_while_waiting_frees_everything() {
+        let drops = Rc::new(Cell::new(0u32));
+        struct Counted(Rc<Cell<u32>>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() + 1);
+            }
+        }
+        let mut task: Task<()> = Task::borrowing(Counted(drops.clone()), |counted| async move {
+            let io = current().expect("inside a task");
+            let _ = Op::new(
+                io,
+                Request {
+                    kind: OpKind::Sleep,
+                    socket: 0,
+                    args: [Arg::Num(1.0), Arg::Nil, Arg::Nil, Arg::Nil],
+                },
+            )
+            .await;
+            counted.0.set(100);
+        });
+        assert!(matches!(task.resume(None), Ok(Step::Op(_))));
+        drop(task);
+        assert_eq!(drops.get(), 1);
+    }
+
+    #[test]
+    fn a_future_waiting_on_nothing_fails_loudly() {
+        let mut task = Task::new(std::future::pending::<()>());
+        let err = task.resume(None).err().expect("stuck");
+        assert!(err.to_string().contains("not nginx I/O"), "{err}");
+    }
+
+    #[test]
+    fn io_outside_a_task_is_an_error() {
+        assert!(current().is_err());
+    }
+}
