@@ -98,6 +98,8 @@ fn peer_error(peer: &str, what: &str, message: &str) -> io::Error {
         m if m.contains("refused") => io::ErrorKind::ConnectionRefused,
         _ => io::ErrorKind::Other,
     };
+    // nginx says "timeout"; say it as `io::timeout` does.
+    let message = if message == "timeout" { "timed out" } else { message };
     io::Error::new(kind, format!("{what} {peer}: {message}"))
 }
 

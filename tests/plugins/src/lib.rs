@@ -7,6 +7,7 @@
 //! - `rs-fault`, `rs-fault-response`: fail on purpose in a chosen phase.
 //! - `rs-header-ops`: a configured list of header writes (write parity).
 //! - `rs-pdk-probe`: every PDK read, reported (read parity with its Lua twin).
+//! - `rs-io-probe`: an async access phase doing HTTP, Redis, TCP or a sleep.
 //! - `rs-version`: its `VERSION` chosen at build time (binary upgrades).
 //! - `rs-stream-gate`: a stream (preread) plugin, for real Kong.
 //! - `rs-bench-empty`, `rs-bench-headers`, `rs-bench-json`, `rs-inworker`:
@@ -16,6 +17,7 @@ pub mod bench;
 mod bench_json;
 mod fault;
 mod header_ops;
+mod io_probe;
 mod pdk_probe;
 mod stream_gate;
 mod version;
@@ -28,6 +30,7 @@ kong_rs::export_plugins!(
     luaopen_kong_rs_test_plugins: Fault,
     FaultResponse,
     header_ops::HeaderOps,
+    io_probe::IoProbe,
     version::Version,
     pdk_probe::PdkProbe,
     stream_gate::StreamGate,

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Servers and a load client for the I/O specs, on 127.0.0.1 only.
+
+  test_servers.py http PORTFILE   an HTTP server on a free port (written to
+                                  PORTFILE), threaded, until killed:
+                                  /delay?ms=N  answers "slept N" after N ms
+                                  /hang        reads the request, never answers
+                                  /reset       closes the connection at once
+                                  anything else: 200 with the path as body
+  test_servers.py burst URL N     N concurrent GETs of URL; prints
+                                  "elapsed=<s> ok=<n> statuses=<s:n,...>"
+
+Bounded: /hang holds a connection at most 30 s; burst gives up after 30 s.
+"""
+import http.server
+import socket
+import socketserver
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        url = urllib.parse.urlparse(self.path)
+        if url.path == "/hang":
+            time.sleep(30)
+            return
+        if url.path == "/reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.connection.close()
+            return
+        if url.path == "/delay":
+            ms = int(urllib.parse.parse_qs(url.query).get("ms", ["0"])[0])
+            time.sleep(min(ms, 10000) / 1000.0)
+            body = ("slept %d" % ms).encode()
+        else:
+            body = url.path.encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+
+def serve(portfile):
+    server = Server(("127.0.0.1", 0), Handler)
+    with open(portfile + ".tmp", "w") as f:
+        f.write(str(server.server_address[1]))
+    import os
+    os.rename(portfile + ".tmp", portfile)
+    server.serve_forever()
+
+
+def burst(url, n):
+    statuses = {}
+    lock = threading.Lock()
+
+    def one():
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                r.read()
+                status = r.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except Exception:
+            status = 0
+        with lock:
+            statuses[status] = statuses.get(status, 0) + 1
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    elapsed = time.monotonic() - started
+    ok = statuses.get(200, 0)
+    print("elapsed=%.3f ok=%d statuses=%s" % (elapsed, ok, ",".join("%d:%d" % kv for kv in sorted(statuses.items()))))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "http":
+        serve(sys.argv[2])
+    elif sys.argv[1] == "burst":
+        burst(sys.argv[2], int(sys.argv[3]))
+    else:
+        sys.exit("usage: test_servers.py http PORTFILE | burst URL N")

@@ -1,0 +1,164 @@
+//! `rs-io-probe`: an async access phase that talks to the network, for the
+//! I/O specs and benchmarks. What it does is chosen by `mode`:
+//!
+//! - `http`: GET `url` (+ the request's `x-path` header), answer with the
+//!   upstream's status and body (`x-io-status` set);
+//! - `redis_get` / `redis_incr`: `GET` the key in the request's `x-key`
+//!   header, or `INCR`+`EXPIRE` it in one pipeline, answer the value;
+//! - `sleep`: wait `sleep_ms`, then let the request through;
+//! - `tcp_echo`: connect to `host:port`, send `x-send`, read the reply.
+//!
+//! A header read before the first await and one written after it check
+//! that the PDK works across awaits. An error is answered 502 with the
+//! message (so specs can read it) when `fail_open_502` is set; otherwise
+//! it fails the phase (500), as a plugin does by default.
+
+use kong_rs::redis::{Config as RedisConfig, Connection};
+use kong_rs::{Flow, Pdk, Plugin, Result};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// What the probe does.
+#[derive(Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// GET a URL and answer with its response.
+    Http,
+    /// GET a Redis key.
+    RedisGet,
+    /// INCR + EXPIRE a Redis key in one pipeline.
+    RedisIncr,
+    /// Sleep, then continue.
+    Sleep,
+    /// Send to a TCP server and answer its reply.
+    TcpEcho,
+}
+
+/// Config of `rs-io-probe`.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub struct IoProbeConfig {
+    /// What the probe does on each request.
+    pub mode: Mode,
+    /// Base URL for `http` mode, e.g. `http://127.0.0.1:9000`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Server host for the redis and tcp modes.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Server port for the redis and tcp modes.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Time limit of each exchange, in milliseconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// How long `sleep` mode sleeps, in milliseconds.
+    #[serde(default)]
+    pub sleep_ms: u64,
+    /// Answer an I/O error with 502 and its message instead of failing.
+    #[serde(default)]
+    pub fail_open_502: bool,
+}
+
+fn default_timeout() -> u64 {
+    2000
+}
+
+/// The `rs-io-probe` plugin.
+pub struct IoProbe {
+    config: IoProbeConfig,
+    redis: Option<RedisConfig>,
+}
+
+impl IoProbe {
+    async fn run(&self, kong: &mut dyn Pdk, key: Vec<u8>) -> Result<Flow> {
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        match self.config.mode {
+            Mode::Http => {
+                let path = kong.request().get_header("x-path")?.unwrap_or_default();
+                let url = format!(
+                    "{}{}",
+                    self.config.url.as_deref().unwrap_or_default(),
+                    String::from_utf8_lossy(&path)
+                );
+                let response = kong_rs::http::Request::get(&url)?
+                    .timeout(timeout)
+                    .send()
+                    .await?;
+                kong.response()
+                    .set_header("x-io-status", response.status.to_string().as_bytes())?;
+                Ok(Flow::exit(response.status, response.body))
+            }
+            Mode::RedisGet | Mode::RedisIncr => {
+                let config = self.redis.as_ref().ok_or("redis modes need host and port")?;
+                let mut redis = Connection::connect(config).await?;
+                let value = if self.config.mode == Mode::RedisGet {
+                    redis.command(&[&b"GET"[..], &key]).await?
+                } else {
+                    let replies = redis
+                        .pipeline(&[&[&b"INCR"[..], &key][..], &[&b"EXPIRE"[..], &key, b"60"][..]])
+                        .await?;
+                    replies.into_iter().next().unwrap_or(kong_rs::redis::Value::Nil)
+                };
+                redis.release();
+                let body = match value {
+                    kong_rs::redis::Value::Int(n) => n.to_string().into_bytes(),
+                    kong_rs::redis::Value::Data(data) => data,
+                    kong_rs::redis::Value::Nil => b"(nil)".to_vec(),
+                    other => format!("{other:?}").into_bytes(),
+                };
+                Ok(Flow::exit(200, body))
+            }
+            Mode::Sleep => {
+                kong_rs::io::sleep(Duration::from_millis(self.config.sleep_ms)).await?;
+                Ok(Flow::Continue)
+            }
+            Mode::TcpEcho => {
+                let host = self.config.host.as_deref().ok_or("tcp_echo needs host")?;
+                let port = self.config.port.ok_or("tcp_echo needs port")?;
+                let send = kong.request().get_header("x-send")?.unwrap_or_default();
+                let reply = kong_rs::io::timeout(timeout, async {
+                    let mut stream = kong_rs::io::TcpStream::connect(host, port).await?;
+                    stream.send(&send).await?;
+                    stream.receive(4096).await
+                })
+                .await??;
+                Ok(Flow::exit(200, reply))
+            }
+        }
+    }
+}
+
+#[kong_rs::plugin]
+impl Plugin for IoProbe {
+    type Config = IoProbeConfig;
+    type State = ();
+    const NAME: &'static str = "rs-io-probe";
+    const VERSION: &'static str = "0.1.0";
+    const PRIORITY: i32 = 900;
+
+    fn new(config: IoProbeConfig) -> Result<Self> {
+        if config.mode == Mode::Http && config.url.is_none() {
+            return Err("mode http needs url".into());
+        }
+        let redis = match (&config.host, config.port) {
+            (Some(host), Some(port)) => {
+                let mut redis = RedisConfig::new(host.clone(), port);
+                redis.timeout = Duration::from_millis(config.timeout_ms);
+                Some(redis)
+            }
+            _ => None,
+        };
+        Ok(IoProbe { config, redis })
+    }
+
+    async fn access(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
+        // Read before the first await, written after the last.
+        let key = kong.request().get_header("x-key")?.unwrap_or_default();
+        let result = self.run(kong, key).await;
+        kong.response().set_header("x-io-probe", b"done")?;
+        match result {
+            Err(error) if self.config.fail_open_502 => Ok(Flow::exit(502, error.to_string())),
+            other => other,
+        }
+    }
+}
