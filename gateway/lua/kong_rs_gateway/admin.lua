@@ -124,6 +124,7 @@ end
 local function entity_def(etype, body)
   if etype == "services" then return entities.services end
   if etype == "routes" then return entities.routes end
+  if etype == "consumers" then return entities.consumers end
   local p = type(body.name) == "string" and plugins.get(body.name)
   return p and schema.plugin_entity_def(p.schema) or nil
 end
@@ -222,7 +223,7 @@ local function write(fn)
   return res
 end
 
-local SINGULAR = { services = "service", routes = "route" }
+local SINGULAR = { services = "service", routes = "route", consumers = "consumer" }
 
 -- /{etype} and /{parent}/{key}/{etype}
 local function collection(method, etype, parent_type, parent_key)
@@ -234,6 +235,17 @@ local function collection(method, etype, parent_type, parent_key)
         return respond(404, { message = "Not found" })
       end
       return list_response(dao.list(state, etype, SINGULAR[parent_type], parent.id))
+    end
+    if etype == "consumers" then
+      -- kong/api/routes/consumers.lua: /consumers?custom_id=x
+      local custom_id = req.get_uri_args(20).custom_id
+      if custom_id ~= nil then
+        if type(custom_id) ~= "string" or custom_id == "" then
+          return respond(400, { message = "custom_id must be an unempty string" })
+        end
+        local c = dao.find_by(state, "consumers", "custom_id", custom_id)
+        return respond(200, { data = json.array({ c }), next = null })
+      end
     end
     return list_response(dao.list(state, etype))
   elseif method == "POST" then
@@ -262,6 +274,14 @@ local function entity(method, etype, key, parent_type, parent_key)
     local e = dao.find(state, etype, key)
     if not e then
       return respond(404, { message = "Not found" })
+    end
+    if parent_type then
+      -- /{parent}/{key}/{etype}/{id}: the entity must belong to that parent
+      local parent = dao.find(state, parent_type, parent_key)
+      local ref = e[SINGULAR[parent_type]]
+      if not parent or type(ref) ~= "table" or ref.id ~= parent.id then
+        return respond(404, { message = "Not found" })
+      end
     end
     return respond(200, e)
   elseif method == "DELETE" then
@@ -425,6 +445,12 @@ local function dispatch(method, segs)
     if n == 4 and a == "services" and c == "routes" then
       return entity(method, "routes", segs[4], a, b)
     end
+  end
+  if a == "consumers" then
+    if n == 1 then return collection(method, a) end
+    if n == 2 then return entity(method, a, b) end
+    if n == 3 and c == "plugins" then return collection(method, "plugins", a, b) end
+    if n == 4 and c == "plugins" then return entity(method, "plugins", segs[4], a, b) end
   end
   return respond(404, { message = "Not found" })
 end

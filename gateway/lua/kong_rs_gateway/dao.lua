@@ -67,19 +67,40 @@ end
 -- events.lua crud_plugins_handler), cascaded deletes included. ws_id stands
 -- for Kong's default workspace id (conf.__ws_id, the end of conf.__key__).
 function _M.new_state()
-  return { services = {}, routes = {}, plugins = {}, seq = {}, next_seq = 1,
+  return { services = {}, routes = {}, consumers = {}, plugins = {}, seq = {}, next_seq = 1,
            plugins_rev = 0, ws_id = schema.uuid() }
 end
 
---- Find an entity by id, or by name for services/routes.
+-- The entity types, in the order their references allow them to be loaded.
+local ETYPES = { "services", "routes", "consumers", "plugins" }
+_M.ETYPES = ETYPES
+
+-- Kong's endpoint_key of each schema: /services/{id|name},
+-- /consumers/{id|username}; plugins only by id.
+local ENDPOINT_KEY = { services = "name", routes = "name", consumers = "username" }
+_M.ENDPOINT_KEY = ENDPOINT_KEY
+
+--- Find an entity by id, or by its endpoint key (name, username): a key
+-- that is a uuid is looked up as an id only, as Kong's endpoints do.
 function _M.find(state, etype, key)
   local list = state[etype]
   if type(key) ~= "string" or not list then
     return nil
   end
   local by_id = is_uuid(key)
+  local ekey = ENDPOINT_KEY[etype]
   for i, e in ipairs(list) do
-    if (by_id and e.id == key:lower()) or (not by_id and etype ~= "plugins" and e.name == key) then
+    if (by_id and e.id == key:lower()) or (not by_id and ekey and e[ekey] == key) then
+      return e, i
+    end
+  end
+  return nil
+end
+
+--- Find by another unique field (consumers' custom_id).
+function _M.find_by(state, etype, field, value)
+  for i, e in ipairs(state[etype] or {}) do
+    if e[field] == value then
       return e, i
     end
   end
@@ -103,7 +124,7 @@ local function resolve_foreign(state, field, ref, target)
   if ref == nil or ref == null then
     return null
   end
-  local key = ref.id or ref.name
+  local key = ref.id or ref[ENDPOINT_KEY[target] or "name"]
   local found = _M.find(state, target, key)
   if not found then
     return nil, {
@@ -116,10 +137,14 @@ local function resolve_foreign(state, field, ref, target)
   return { id = found.id }
 end
 
-local definitions = { services = entities.services, routes = entities.routes }
+local definitions = { services = entities.services, routes = entities.routes,
+                      consumers = entities.consumers }
+
+-- The unique fields of each entity type (besides id).
+local UNIQUE = { services = { "name" }, routes = { "name" }, consumers = { "username", "custom_id" } }
 
 -- Validate a full entity (after defaults/merge) for its type.
-local function validate(state, etype, e, self_id)
+local function validate(state, etype, e, self_id, updating)
   local def = definitions[etype]
   local processed, errs
   if etype == "plugins" then
@@ -137,6 +162,15 @@ local function validate(state, etype, e, self_id)
     ok, errs = schema.validate_record(def, processed)
     if ok and etype == "routes" then
       ok, errs = entities.check_route(processed)
+    elseif etype == "consumers" then
+      -- at_least_one_of runs with invalid fields too (Kong's entity checker
+      -- run_with_invalid_fields): its error joins the fields' errors
+      local cok, cerrs = entities.check_consumer(processed, updating)
+      if not cok then
+        errs = errs or {}
+        errs["@entity"] = cerrs["@entity"]
+        ok = false
+      end
     end
     if not ok then
       processed = nil
@@ -152,9 +186,6 @@ local function validate(state, etype, e, self_id)
            or {}
   for field, target in pairs(fks) do
     if processed[field] ~= null and processed[field] ~= nil then
-      if target == "consumers" then
-        return violation({ consumer = "consumers are not supported by kong-rs-gateway" })
-      end
       local ref, err = resolve_foreign(state, field, processed[field], target)
       if not ref then
         return fail(400, err)
@@ -165,21 +196,27 @@ local function validate(state, etype, e, self_id)
 
   -- uniqueness
   if etype ~= "plugins" then
-    if processed.name ~= null and processed.name ~= nil then
-      for _, other in ipairs(state[etype]) do
-        if other.id ~= self_id and other.name == processed.name then
-          return unique_violation({ name = processed.name })
+    for _, ufield in ipairs(UNIQUE[etype]) do
+      local v = processed[ufield]
+      if v ~= null and v ~= nil then
+        for _, other in ipairs(state[etype]) do
+          if other.id ~= self_id and other[ufield] == v then
+            return unique_violation({ [ufield] = v })
+          end
         end
       end
     end
   else
+    -- kong/db/schema/entities/plugins.lua cache_key: name, route, service, consumer
     local function fk(v) return v ~= null and v.id or null end
     for _, other in ipairs(state.plugins) do
       if other.id ~= self_id and other.name == processed.name
          and fk(other.route) == fk(processed.route)
-         and fk(other.service) == fk(processed.service) then
+         and fk(other.service) == fk(processed.service)
+         and fk(other.consumer) == fk(processed.consumer) then
         return unique_violation({
-          name = processed.name, consumer = null,
+          name = processed.name,
+          consumer = processed.consumer ~= null and processed.consumer or null,
           route = processed.route ~= null and processed.route or null,
           service = processed.service ~= null and processed.service or null,
         })
@@ -245,7 +282,7 @@ function _M.update(state, etype, entity, patch)
   merged.created_at = entity.created_at
   merged.updated_at = now()
   local processed
-  processed, err = validate(state, etype, merged, entity.id)
+  processed, err = validate(state, etype, merged, entity.id, true)
   if not processed then return nil, err end
   local _, i = _M.find(state, etype, entity.id)
   state[etype][i] = processed
@@ -265,8 +302,9 @@ function _M.upsert(state, etype, key, input, nested)
     e.id = existing.id
     e.created_at = existing.created_at
     e.updated_at = now()
-    if etype ~= "plugins" and not is_uuid(key) and (e.name == nil or e.name == null) then
-      e.name = key
+    local ekey = ENDPOINT_KEY[etype]
+    if ekey and not is_uuid(key) and (e[ekey] == nil or e[ekey] == null) then
+      e[ekey] = key
     end
     local processed
     processed, err = validate(state, etype, e, existing.id)
@@ -283,7 +321,8 @@ function _M.upsert(state, etype, key, input, nested)
   if etype == "plugins" then
     return violation({ id = schema.errors.UUID })
   end
-  e.name = e.name ~= nil and e.name ~= null and e.name or key
+  local ekey = ENDPOINT_KEY[etype]
+  e[ekey] = e[ekey] ~= nil and e[ekey] ~= null and e[ekey] or key
   return _M.insert(state, etype, e)
 end
 
@@ -303,7 +342,9 @@ function _M.delete(state, etype, entity)
       end
     end
   end
+  -- plugins.route/service/consumer are on_delete = "cascade"
   local field = etype == "services" and "service" or etype == "routes" and "route"
+                or etype == "consumers" and "consumer"
   if field then
     for i = #state.plugins, 1, -1 do
       if refs(state.plugins[i], field, entity.id) then
@@ -337,7 +378,7 @@ end
 
 --- Re-mark arrays after a JSON round trip (empty arrays decode as {}).
 function _M.normalize(state)
-  for _, etype in ipairs({ "services", "routes", "plugins" }) do
+  for _, etype in ipairs(ETYPES) do
     local list = state[etype] or {}
     state[etype] = list
     for i, e in ipairs(list) do
@@ -360,7 +401,7 @@ end
 --- Validate a whole state (used at start): true or nil, message.
 function _M.check_state(state)
   local fresh = _M.new_state()
-  for _, etype in ipairs({ "services", "routes", "plugins" }) do
+  for _, etype in ipairs(ETYPES) do
     for _, e in ipairs(state[etype]) do
       local copy = schema.deepcopy(e)
       local created, updated = copy.created_at, copy.updated_at

@@ -1,6 +1,8 @@
 -- Seeds the configuration from a subset of Kong's declarative format:
 -- `_format_version`, `services` (with nested `routes` and `plugins`; routes
--- may nest `plugins`), top-level `routes` and `plugins`. JSON always; YAML
+-- may nest `plugins`), `consumers` (with nested `plugins`), top-level
+-- `routes` and `plugins` (whose `service`/`route`/`consumer` may be a name,
+-- a username or an id). JSON always; YAML
 -- when the file ends in .yml/.yaml and lyaml (Debian lua-yaml) is installed.
 local dao = require "kong_rs_gateway.dao"
 local json = require "kong_rs_gateway.json"
@@ -50,8 +52,19 @@ local function take(t, k)
   return type(v) == "table" and v or {}
 end
 
+-- A plugin's reference given as a string: an id, else the endpoint key.
+local function refs_by_string(p)
+  for _, f in ipairs({ "service", "route", "consumer" }) do
+    if type(p[f]) == "string" then
+      local ekey = f == "consumer" and "username" or "name"
+      p[f] = dao.is_uuid(p[f]) and { id = p[f] } or { [ekey] = p[f] }
+    end
+  end
+end
+
 local function plugins_of(state, list, where, extra)
   for i, p in ipairs(list) do
+    refs_by_string(p)
     for k, v in pairs(extra) do p[k] = v end
     local ok, err = insert(state, "plugins", p, fmt("%s.plugins[%d]", where, i))
     if not ok then return nil, err end
@@ -72,6 +85,14 @@ function _M.load(path)
     return nil, "declarative config: missing _format_version"
   end
   local state = dao.new_state()
+  -- consumers before any plugin that may name one
+  local consumer_plugins = {}
+  for i, c in ipairs(doc.consumers or {}) do
+    local cplugins = take(c, "plugins")
+    local consumer, ce = insert(state, "consumers", c, fmt("consumers[%d]", i))
+    if not consumer then return nil, ce end
+    consumer_plugins[#consumer_plugins + 1] = { consumer, cplugins, i }
+  end
   for i, s in ipairs(doc.services or {}) do
     local routes, splugins = take(s, "routes"), take(s, "plugins")
     local svc, e = insert(state, "services", s, fmt("services[%d]", i))
@@ -97,12 +118,12 @@ function _M.load(path)
     local ok, perr = plugins_of(state, rplugins, fmt("routes[%d]", i), { route = { id = route.id } })
     if not ok then return nil, perr end
   end
+  for _, item in ipairs(consumer_plugins) do
+    local ok, perr = plugins_of(state, item[2], fmt("consumers[%d]", item[3]), { consumer = { id = item[1].id } })
+    if not ok then return nil, perr end
+  end
   for i, p in ipairs(doc.plugins or {}) do
-    for _, f in ipairs({ "service", "route" }) do
-      if type(p[f]) == "string" then
-        p[f] = dao.is_uuid(p[f]) and { id = p[f] } or { name = p[f] }
-      end
-    end
+    refs_by_string(p)
     local ok, perr = insert(state, "plugins", p, fmt("plugins[%d]", i))
     if not ok then return nil, perr end
   end

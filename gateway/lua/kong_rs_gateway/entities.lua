@@ -1,6 +1,6 @@
--- Service and Route entity schemas (the fields of Kong's
--- kong/db/schema/entities/{services,routes}.lua this gateway honours), plus
--- the `url` shorthand and the route entity check.
+-- Service, Route and Consumer entity schemas (the fields of Kong's
+-- kong/db/schema/entities/{services,routes,consumers}.lua this gateway
+-- honours), plus the `url` shorthand and the entity checks.
 local typedefs = require "kong.db.schema.typedefs"
 local null = require("kong_rs_gateway.json").null
 
@@ -75,6 +75,20 @@ _M.routes = {
   },
 }
 
+-- kong/db/schema/entities/consumers.lua: username and custom_id unique,
+-- at least one of them set (entity check below).
+_M.consumers = {
+  name = "consumers",
+  fields = {
+    { id = typedefs.uuid },
+    { created_at = typedefs.auto_timestamp_s },
+    { updated_at = typedefs.auto_timestamp_s },
+    { username = { type = "string" } },
+    { custom_id = { type = "string" } },
+    { tags = typedefs.tags },
+  },
+}
+
 local DEFAULT_PORTS = { http = 80, https = 443 }
 
 --- Expand a service's `url` shorthand into protocol/host/port/path (Kong's
@@ -113,6 +127,20 @@ function _M.check_route(route)
     return nil, { ["@entity"] = { "must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http'" } }
   end
   return true
+end
+
+local function nonempty(v)
+  return not (v == nil or v == null or v == "" or (type(v) == "table" and next(v) == nil))
+end
+
+--- Consumer check Kong runs as an entity check (at_least_one_of custom_id,
+-- username); on a PATCH Kong's message starts with "when updating, ".
+function _M.check_consumer(consumer, updating)
+  if nonempty(consumer.custom_id) or nonempty(consumer.username) then
+    return true
+  end
+  return nil, { ["@entity"] = { (updating and "when updating, " or "") ..
+    "at least one of these fields must be non-empty: 'custom_id', 'username'" } }
 end
 
 return _M

@@ -29,6 +29,16 @@ local find = string.find
 local sub = string.sub
 local lower = string.lower
 local send = response.send
+local json_array_mt = require("kong_rs_gateway.json").array_mt
+local update_time = ngx.update_time
+local ngx_now = ngx.now
+
+-- kong.tools.time get_updated_now_ms: the timestamps Kong's log serializer
+-- turns into latencies
+local function now_ms()
+  update_time()
+  return ngx_now() * 1000
+end
 
 local PHASES = phases.phases
 local REWRITE, ACCESS, RESPONSE = PHASES.rewrite, PHASES.access, PHASES.response
@@ -153,6 +163,8 @@ local function rewrite()
   if not ok then
     return fail("cannot refresh configuration: " .. tostring(err))
   end
+  -- the default workspace's id (kong.workspaces set_workspace)
+  ctx.workspace = runner.ws_id()
   -- only global plugins run in rewrite: no route is known yet (Kong does the same)
   run(ctx, runner.global_plan().rewrite, REWRITE)
 end
@@ -194,6 +206,7 @@ local function buffered_proxy(ctx, plan)
     return send(502, { message = "An invalid response was received from the upstream server" })
   end
   ctx.KONG_PROXIED = true
+  ctx.KONG_RESPONSE_START = now_ms()
   ctx.buffered_status = res.status
   ctx.buffered_headers = res.header
   ctx.buffered_body = res.body
@@ -215,6 +228,20 @@ local function path_of(uri)
   return q and sub(uri, 1, q - 1) or uri
 end
 
+local function run_access(ctx, name, handler, fn, conf)
+  ctx.KONG_PLUGIN = name
+  ctx.KONG_PLUGIN_KEY = handler
+  local co = co_create(fn)
+  local ok, err = co_resume(co, handler, conf)
+  if not ok then
+    kong.log.err(err)
+    ctx.delayed_response = { status_code = 500, content = UNEXPECTED }
+    ctx.KONG_UNEXPECTED = true
+  end
+  ctx.KONG_PLUGIN = nil
+  ctx.KONG_PLUGIN_KEY = nil
+end
+
 local function access()
   local ctx = ngx.ctx
   ctx.KONG_PHASE = ACCESS
@@ -232,36 +259,50 @@ local function access()
   end
   ctx.service = svc.entity
   ctx.balancer_service = svc
+  -- kong/runloop/handler.lua balancer_prepare: the tries list exists (empty)
+  -- from the route match on, even when a plugin answers instead
+  ctx.balancer_tries = setmetatable({}, json_array_mt)
   ctx.KONG_UPSTREAM_PATH = router.upstream_path(match, path)
   var.upstream_scheme = svc.scheme
   var.upstream_host = match.route.preserve_host and (var.http_host or svc.host_header) or svc.host_header
 
   local plan = runner.plan_for(match.route, svc.entity)
-  ctx.plugins = plan
 
-  -- kong/init.lua execute_access_plugins_iterator: each access handler in a
-  -- coroutine; kong.response.exit is delayed (ctx.delay_response) and
+  -- kong/init.lua execute_collecting_plugins_iterator: each access handler
+  -- in a coroutine; kong.response.exit is delayed (ctx.delay_response) and
   -- flushed after the loop, so later plugins do not run.
-  local list = plan.access
   ctx.delay_response = true
-  for i = 1, #list do
-    if ctx.delayed_response then
-      break
+  if plan.dynamic then
+    -- some plugin is configured for a consumer: as Kong's collecting
+    -- iterator, look each plugin's configuration up when its turn comes,
+    -- with the consumer the plugins before it authenticated, and keep what
+    -- was chosen for the later phases
+    local collected = runner.new_plan()
+    ctx.plugins = collected
+    local i, p, conf = runner.next_candidate(plan, 0, ctx)
+    while i do
+      runner.add(collected, p, conf)
+      local handler = p.handler
+      if not ctx.delayed_response and type(handler.access) == "function" then
+        run_access(ctx, p.name, handler, handler.access, conf)
+      end
+      i, p, conf = runner.next_candidate(plan, i, ctx)
     end
-    local item = list[i]
-    ctx.KONG_PLUGIN = item.name
-    ctx.KONG_PLUGIN_KEY = item.handler
-    local co = co_create(item.fn)
-    local ok, err = co_resume(co, item.handler, item.conf)
-    if not ok then
-      kong.log.err(err)
-      ctx.delayed_response = { status_code = 500, content = UNEXPECTED }
-      ctx.KONG_UNEXPECTED = true
+    collected.has_response = #collected.response > 0
+    plan = collected
+  else
+    ctx.plugins = plan
+    local list = plan.access
+    for i = 1, #list do
+      if ctx.delayed_response then
+        break
+      end
+      local item = list[i]
+      run_access(ctx, item.name, item.handler, item.fn, item.conf)
     end
-    ctx.KONG_PLUGIN = nil
-    ctx.KONG_PLUGIN_KEY = nil
   end
   ctx.delay_response = nil
+  ctx.KONG_ACCESS_ENDED_AT = now_ms()
   if ctx.delayed_response then
     return response.flush_delayed(ctx)
   end
@@ -293,6 +334,7 @@ end
 function _M.balancer()
   local ctx = ngx.ctx
   ctx.KONG_PHASE = BALANCER
+  local started = now_ms()
   local svc = ctx.balancer_service
   if not svc then
     log(ERR, "[kong] balancer: no service for this request")
@@ -304,12 +346,36 @@ function _M.balancer()
     return ngx.exit(500)
   end
   balancer.set_timeouts(svc.connect_timeout / 1000, svc.write_timeout / 1000, svc.read_timeout / 1000)
+  -- kong/init.lua balancer: one try per balancer run (no retries here)
+  local t = now_ms()
+  ctx.KONG_BALANCER_ENDED_AT = t
+  ctx.KONG_PROXY_LATENCY = t - ctx.KONG_PROCESSING_START
+  local tries = ctx.balancer_tries
+  if not tries then
+    tries = setmetatable({}, json_array_mt)
+    ctx.balancer_tries = tries
+  end
+  tries[#tries + 1] = { ip = svc.ip, port = svc.port, balancer_start = started,
+                        balancer_latency = t - started }
 end
 
 function _M.header_filter()
   local ctx = ngx.ctx
   if not ctx.KONG_PHASE then
     return
+  end
+  -- kong/init.lua header_filter: the waiting and latency figures
+  local start = ctx.KONG_RESPONSE_START or now_ms()
+  ctx.KONG_HEADER_FILTER_START = start
+  if ctx.KONG_PROXIED then
+    if not ctx.KONG_WAITING_TIME then
+      ctx.KONG_WAITING_TIME = start - (ctx.KONG_BALANCER_ENDED_AT or ctx.KONG_ACCESS_ENDED_AT or start)
+    end
+    if not ctx.KONG_PROXY_LATENCY then
+      ctx.KONG_PROXY_LATENCY = start - ctx.KONG_PROCESSING_START
+    end
+  elseif not ctx.KONG_RESPONSE_LATENCY and ctx.KONG_PROCESSING_START then
+    ctx.KONG_RESPONSE_LATENCY = start - ctx.KONG_PROCESSING_START
   end
   run(ctx, plan_of(ctx).header_filter, HEADER_FILTER)
 end
@@ -330,6 +396,10 @@ function _M.body_filter()
     return
   end
   run(ctx, plan_of(ctx).body_filter, BODY_FILTER)
+  if ngx.arg[2] and ctx.KONG_PROXIED and ctx.KONG_HEADER_FILTER_START then
+    -- kong/init.lua body_filter: time spent receiving the response
+    ctx.KONG_RECEIVE_TIME = now_ms() - ctx.KONG_HEADER_FILTER_START
+  end
 end
 
 function _M.log()

@@ -248,15 +248,17 @@ local function validate_field(def, value)
     if not ok then return nil, errs end
   elseif t == "foreign" then
     if type(value) ~= "table" then return nil, ERR.RECORD end
+    -- the primary key, or the endpoint key (consumers: username)
+    local ekey = def.reference == "consumers" and "username" or "name"
     for k, v in pairs(value) do
-      if k ~= "id" and k ~= "name" then
+      if k ~= "id" and k ~= ekey then
         return nil, { [k] = ERR.UNKNOWN }
       end
       if type(v) ~= "string" then
         return nil, { [k] = ERR.STRING }
       end
     end
-    if value.id == nil and value.name == nil then
+    if value.id == nil and value[ekey] == nil then
       return nil, { id = "missing primary key" }
     end
   elseif t == "integer" then

@@ -6,6 +6,24 @@ local var = ngx.var
 local check = phases.check
 local REQUEST = phases.request
 local ACCESS_AND_AFTER = phases.access_and_after
+local AUTH_AND_LATER = phases.auth_and_later
+local PHASES = phases.phases
+local type = type
+local error = error
+
+-- loaded lazily: runner needs the store, which needs the shm (not in tests
+-- that load the PDK alone)
+local runner_mod
+local function runner()
+  runner_mod = runner_mod or require "kong_rs_gateway.runner"
+  return runner_mod
+end
+
+-- kong.tools.uuid is_valid_uuid: any version, hex digits in either case
+local function is_uuid(s)
+  return #s == 36 and
+    s:match("^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$") ~= nil
+end
 local tonumber = tonumber
 
 local client = {}
@@ -30,14 +48,57 @@ function client.get_forwarded_port()
   return tonumber(var.remote_port)
 end
 
+-- kong/pdk/client.lua: the authenticated consumer and credential live in
+-- ngx.ctx.authenticated_consumer / authenticated_credential, where Kong's
+-- runloop (plugins iterator) and log serializer read them.
 function client.get_consumer()
-  check(ACCESS_AND_AFTER)
+  check(AUTH_AND_LATER)
   return ngx.ctx.authenticated_consumer
 end
 
 function client.get_credential()
-  check(ACCESS_AND_AFTER)
+  check(AUTH_AND_LATER)
   return ngx.ctx.authenticated_credential
+end
+
+local TABLE_OR_NIL = { ["table"] = true, ["nil"] = true }
+
+function client.authenticate(consumer, credential)
+  check(PHASES.access)
+  if not TABLE_OR_NIL[type(consumer)] then
+    error("consumer must be a table or nil", 2)
+  elseif not TABLE_OR_NIL[type(credential)] then
+    error("credential must be a table or nil", 2)
+  elseif credential == nil and consumer == nil then
+    error("either credential or consumer must be provided", 2)
+  end
+  local ctx = ngx.ctx
+  ctx.authenticated_consumer = consumer
+  ctx.authenticated_credential = credential
+end
+
+-- The consumer entity by id, or (search_by_username) by username when no
+-- consumer has that id; nil when there is none. The gateway reads the
+-- configuration of this request (refreshed at its start), Kong its
+-- database: both answer with a fresh table without null fields.
+function client.load_consumer(consumer_id, search_by_username)
+  check(AUTH_AND_LATER)
+  if not consumer_id or type(consumer_id) ~= "string" then
+    error("consumer_id must be a string", 2)
+  end
+  local valid_uuid = is_uuid(consumer_id)
+  if not valid_uuid and not search_by_username then
+    error("cannot load a consumer with an id that is not a uuid", 2)
+  end
+  if valid_uuid then
+    local c = runner().consumer(consumer_id)
+    if c then
+      return c
+    end
+  end
+  if search_by_username then
+    return runner().consumer(consumer_id, true)
+  end
 end
 
 function client.get_protocol()

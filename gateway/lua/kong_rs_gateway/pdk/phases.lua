@@ -80,4 +80,10 @@ return {
   -- kong/pdk/router.lua
   access_and_after = new(PHASES.access, PHASES.header_filter, PHASES.response,
                          PHASES.body_filter, PHASES.log, PHASES.error),
+  -- kong/pdk/client.lua
+  auth_and_later = new(PHASES.access, PHASES.header_filter, PHASES.response,
+                       PHASES.body_filter, PHASES.log),
+  -- kong/pdk/log.lua
+  with_ctx = new(PHASES.rewrite, PHASES.access, PHASES.header_filter, PHASES.response,
+                 PHASES.body_filter, PHASES.log),
 }
