@@ -760,7 +760,9 @@ fn step(
             let handle = lua.create_userdata(PhaseTask(task))?;
             pending(lua, LuaValue::UserData(handle), request)
         }
-        Ok(Step::Done((actions, outcome))) => phase_result(lua, actions, outcome.map(Outcome::Flow)),
+        Ok(Step::Done((actions, outcome))) => {
+            phase_result(lua, actions, outcome.map(Outcome::Flow))
+        }
         Err(error) => phase_result(lua, None, Err(error)),
     }
 }

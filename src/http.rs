@@ -81,7 +81,11 @@ impl Request {
         let tls = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
-            _ => return Err(Error::msg(format!("URL {url:?}: the scheme must be http or https"))),
+            _ => {
+                return Err(Error::msg(format!(
+                    "URL {url:?}: the scheme must be http or https"
+                )));
+            }
         };
         let host = uri
             .host()
@@ -349,8 +353,9 @@ mod tests {
 
     #[test]
     fn sends_a_request_and_reads_the_response() {
-        let (port, server) =
-            serve(vec!["HTTP/1.1 201 Created\r\nx-a: 1\r\ncontent-length: 5\r\n\r\nhello"]);
+        let (port, server) = serve(vec![
+            "HTTP/1.1 201 Created\r\nx-a: 1\r\ncontent-length: 5\r\n\r\nhello",
+        ]);
         let url = format!("http://127.0.0.1:{port}/path?q=1");
         let response = crate::io::block_on(async move {
             Request::post(&url)?
@@ -365,8 +370,16 @@ mod tests {
         assert_eq!(response.header("X-A"), Some(&b"1"[..]));
         assert_eq!(response.body, b"hello");
         let seen = server.join().unwrap();
-        assert!(seen[0].starts_with("POST /path?q=1 HTTP/1.1\r\n"), "{}", seen[0]);
-        assert!(seen[0].contains(&format!("host: 127.0.0.1:{port}\r\n")), "{}", seen[0]);
+        assert!(
+            seen[0].starts_with("POST /path?q=1 HTTP/1.1\r\n"),
+            "{}",
+            seen[0]
+        );
+        assert!(
+            seen[0].contains(&format!("host: 127.0.0.1:{port}\r\n")),
+            "{}",
+            seen[0]
+        );
         assert!(seen[0].contains("x-b: 2\r\n"), "{}", seen[0]);
     }
 
@@ -388,8 +401,9 @@ mod tests {
 
     #[test]
     fn a_body_over_the_limit_is_an_error() {
-        let (port, _server) =
-            serve(vec!["HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789"]);
+        let (port, _server) = serve(vec![
+            "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789",
+        ]);
         let url = format!("http://127.0.0.1:{port}/");
         let err = crate::io::block_on(async move { Request::get(&url)?.max_body(4).send().await })
             .unwrap()

@@ -69,12 +69,12 @@ mod bridge;
 mod error;
 pub mod http;
 pub mod io;
-pub mod redis;
 mod library;
 mod metaschema;
 pub mod pdk;
 mod plugin;
 pub mod plugins;
+pub mod redis;
 pub mod schema;
 
 pub use bridge::{ModuleBuilder, describe};

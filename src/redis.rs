@@ -77,7 +77,13 @@ impl Config {
     /// as one user or on one database is never handed to another config.
     fn pool(&self) -> String {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (&self.username, &self.password, self.ssl, self.ssl_verify, &self.server_name)
+        (
+            &self.username,
+            &self.password,
+            self.ssl,
+            self.ssl_verify,
+            &self.server_name,
+        )
             .hash(&mut hasher);
         format!(
             "kong-rs:redis:{}:{}:{}:{:x}",
@@ -150,7 +156,9 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("peer", &self.peer).finish()
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .finish()
     }
 }
 
@@ -201,7 +209,9 @@ impl Connection {
     pub async fn command<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Value> {
         let mut replies = self.pipeline(&[args]).await?;
         match replies.pop() {
-            Some(Value::Error(message)) => Err(Error::msg(format!("redis {}: {message}", self.peer))),
+            Some(Value::Error(message)) => {
+                Err(Error::msg(format!("redis {}: {message}", self.peer)))
+            }
             Some(value) => Ok(value),
             None => Err(Error::msg(format!("redis {}: no reply", self.peer))),
         }
@@ -274,7 +284,14 @@ mod tests {
             .ok()?
             .port();
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no", "--requirepass", "sesame"])
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -297,15 +314,28 @@ mod tests {
             config.password = Some("sesame".into());
             config.database = 2;
             let mut redis = Connection::connect(&config).await?;
-            assert_eq!(redis.command(&["SET", "k", "v\r\n\0"]).await?, Value::Status("OK".into()));
-            assert_eq!(redis.command(&["GET", "k"]).await?, Value::Data(b"v\r\n\0".to_vec()));
+            assert_eq!(
+                redis.command(&["SET", "k", "v\r\n\0"]).await?,
+                Value::Status("OK".into())
+            );
+            assert_eq!(
+                redis.command(&["GET", "k"]).await?,
+                Value::Data(b"v\r\n\0".to_vec())
+            );
             assert_eq!(redis.command(&["GET", "missing"]).await?, Value::Nil);
             let replies = redis
-                .pipeline(&[&["INCR", "n"][..], &["INCR", "n"][..], &["EXPIRE", "n", "60"][..]])
+                .pipeline(&[
+                    &["INCR", "n"][..],
+                    &["INCR", "n"][..],
+                    &["EXPIRE", "n", "60"][..],
+                ])
                 .await?;
             assert_eq!(replies, vec![Value::Int(1), Value::Int(2), Value::Int(1)]);
             let err = redis.command(&["INCR", "k"]).await.unwrap_err();
-            assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+            assert!(
+                err.to_string().contains(&format!("127.0.0.1:{port}")),
+                "{err}"
+            );
             let mut wrong = Config::new("127.0.0.1", port);
             wrong.password = Some("nope".into());
             let refused = Connection::connect(&wrong).await.unwrap_err();

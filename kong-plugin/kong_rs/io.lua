@@ -83,6 +83,21 @@ function PERFORMERS.receive(sockets, id, max, _, timeout)
   return sock:receiveany(max)
 end
 
+-- a: bytes, b: most bytes wanted, c: timeout (ms): a request and the
+-- start of its answer in one round trip between Rust and Lua.
+function PERFORMERS.send_receive(sockets, id, data, max, timeout)
+  local sock = sockets[id]
+  if not sock then
+    return nil, "closed"
+  end
+  sock:settimeout(timeout)
+  local sent, err = sock:send(data)
+  if not sent then
+    return nil, err
+  end
+  return sock:receiveany(max)
+end
+
 -- a: idle timeout (ms), b: pool size.
 function PERFORMERS.keepalive(sockets, id, idle, pool_size)
   local sock = sockets[id]

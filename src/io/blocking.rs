@@ -66,6 +66,19 @@ impl Sockets {
                 stream.write_all(data).map_err(|e| error(&e))?;
                 Ok(Reply::Int(data.len() as i64))
             }
+            OpKind::SendReceive => {
+                let sent = self.perform(Request {
+                    kind: OpKind::Send,
+                    socket: request.socket,
+                    args: [a.clone(), Arg::Nil, c.clone(), Arg::Nil],
+                });
+                sent?;
+                self.perform(Request {
+                    kind: OpKind::Receive,
+                    socket: request.socket,
+                    args: [b.clone(), Arg::Nil, c.clone(), Arg::Nil],
+                })
+            }
             OpKind::Receive => {
                 let stream = self.open.get_mut(&request.socket).ok_or("closed")?;
                 let max = int(a).unwrap_or(4096).max(1) as usize;

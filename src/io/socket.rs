@@ -99,7 +99,11 @@ fn peer_error(peer: &str, what: &str, message: &str) -> io::Error {
         _ => io::ErrorKind::Other,
     };
     // nginx says "timeout"; say it as `io::timeout` does.
-    let message = if message == "timeout" { "timed out" } else { message };
+    let message = if message == "timeout" {
+        "timed out"
+    } else {
+        message
+    };
     io::Error::new(kind, format!("{what} {peer}: {message}"))
 }
 
@@ -283,7 +287,25 @@ impl TcpStream {
     }
 
     fn poll_receive(&mut self, max: usize) -> Poll<io::Result<Vec<u8>>> {
-        // What was written is sent before waiting for the answer to it.
+        // What was written is sent before waiting for the answer to it:
+        // in the same operation when nothing else is under way.
+        if self.read_op.is_none() && self.write_op.is_none() && !self.write_buffer.is_empty() {
+            let Some(limit) = self.io.time_left(self.timeout) else {
+                return Poll::Ready(Err(peer_error(&self.peer, "send to", "timeout")));
+            };
+            let data = std::mem::take(&mut self.write_buffer);
+            self.read_op = Some(self.io.submit(Request {
+                kind: OpKind::SendReceive,
+                socket: self.id,
+                args: [
+                    Arg::Bytes(data),
+                    Arg::Int(max.clamp(1, 1 << 20) as i64),
+                    millis(limit),
+                    Arg::Nil,
+                ],
+            }));
+            return Poll::Pending;
+        }
         ready!(self.poll_send_buffer())?;
         if let Some(id) = self.read_op {
             let Some(reply) = self.io.take_reply(id) else {

@@ -59,6 +59,9 @@ op_kinds! {
     Close = 6, "close";
     /// `ngx.sleep(seconds)`.
     Sleep = 7, "sleep";
+    /// `send(data)` then `receiveany(max)`: a request and the start of its
+    /// answer in one round trip between Rust and Lua.
+    SendReceive = 8, "send_receive";
 }
 
 /// An argument of an operation, as it crosses into Lua.
@@ -368,7 +371,10 @@ impl<T: 'static> Task<T> {
     /// the request state) for as long as the task lives: `make` builds the
     /// future from a reference to `data`, which stays at one address and
     /// is dropped only after the future.
-    pub(crate) fn borrowing<D: 'static, F>(data: D, make: impl FnOnce(&'static mut D) -> F) -> Task<T>
+    pub(crate) fn borrowing<D: 'static, F>(
+        data: D,
+        make: impl FnOnce(&'static mut D) -> F,
+    ) -> Task<T>
     where
         F: Future<Output = T> + 'static,
     {

@@ -23,6 +23,7 @@ mod stream_gate;
 mod version;
 
 pub use fault::{Fault, FaultConfig, FaultResponse};
+pub use io_probe::IoProbe;
 
 // `require("kong_rs_test_plugins")`; with the test controls (`direct_calls`)
 // the shipped module does not have.
