@@ -12,7 +12,7 @@
 //! | `schema` | the `config` record in Kong's schema DSL |
 //! | `new(conf)` | instance (a table; `id` names the plugin), or `nil, err` |
 //! | `validate(conf)` | `true`, or `nil, err` (the constructor's message) |
-//! | `stats()` | `{ built = n, live = n }`: constructor calls and live instances |
+//! | `stats()` | `{ built = n, live = n, tasks = n }`: constructor calls, live instances, async phases in progress |
 //! | `<phase>(id[, chunk, eof])` | runs one phase of instance `id`, see below |
 //!
 //! A phase function (`factory.access(instance.id)`,
@@ -229,6 +229,8 @@ pub fn describe<P: Plugin>() -> crate::Result<serde_json::Value> {
 struct Counters {
     built: Cell<u64>,
     live: Cell<u64>,
+    // Async phases in progress (their futures alive).
+    tasks: Cell<u64>,
 }
 
 /// A built plugin: what the weak-keyed cache on the Lua side holds per `conf`.
@@ -397,6 +399,7 @@ fn factory<P: Plugin>(
             let stats = lua.create_table()?;
             stats.set("built", stats_counters.built.get())?;
             stats.set("live", stats_counters.live.get())?;
+            stats.set("tasks", stats_counters.tasks.get())?;
             Ok(stats)
         })?,
     )?;
@@ -696,6 +699,13 @@ struct PhaseData<P> {
     instance: Rc<Instance<P>>,
 }
 
+impl<P> Drop for PhaseData<P> {
+    fn drop(&mut self) {
+        let tasks = &self.instance.counters.tasks;
+        tasks.set(tasks.get() - 1);
+    }
+}
+
 /// Starts an async phase: builds its task and runs it up to its first I/O
 /// operation (or to its end, when it needed none).
 fn start_task<P: Plugin>(
@@ -705,6 +715,8 @@ fn start_task<P: Plugin>(
     phase: Phase,
     body: Option<mlua::LuaString>,
 ) -> mlua::Result<Variadic<LuaValue>> {
+    let tasks = &instance.counters.tasks;
+    tasks.set(tasks.get() + 1);
     let data = PhaseData {
         lua: lua.clone(),
         cache: cache.clone(),

@@ -11,7 +11,9 @@
 //!     .send()
 //!     .await?;
 //! if response.status == 200 {
-//!     let _user: serde_json::Value = serde_json::from_slice(&response.body)?;
+//!     let user: serde_json::Value = serde_json::from_slice(&response.body)
+//!         .map_err(|e| kong_rs::Error::msg(format!("user service: {e}")))?;
+//!     # let _ = user;
 //! }
 //! # Ok(())
 //! # }

@@ -92,4 +92,11 @@ function _M.burst(url, n)
   return tonumber(elapsed), tonumber(ok), statuses
 end
 
+--- `n` GETs of `url`, `c` at a time, each abandoned by the client right
+-- after sending; returns how many were sent.
+function _M.abort(url, n, c)
+  local out = sh("python3 " .. h.root .. "/spec/support/test_servers.py abort '" .. url .. "' " .. n .. " " .. c)
+  return tonumber(out:match("sent=(%d+)")) or error(out)
+end
+
 return _M

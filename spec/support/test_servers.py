@@ -9,6 +9,9 @@
                                   anything else: 200 with the path as body
   test_servers.py burst URL N     N concurrent GETs of URL; prints
                                   "elapsed=<s> ok=<n> statuses=<s:n,...>"
+  test_servers.py abort URL N C   N GETs of URL, C at a time, each closed
+                                  right after sending (the client goes away
+                                  mid-request); prints "sent=<n>"
 
 Bounded: /hang holds a connection at most 30 s; burst gives up after 30 s.
 """
@@ -90,10 +93,31 @@ def burst(url, n):
     print("elapsed=%.3f ok=%d statuses=%s" % (elapsed, ok, ",".join("%d:%d" % kv for kv in sorted(statuses.items()))))
 
 
+def abort(url, n, concurrency):
+    u = urllib.parse.urlparse(url)
+    request = ("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (u.path or "/", u.netloc)).encode()
+    sent = 0
+    deadline = time.monotonic() + 120
+    while sent < n and time.monotonic() < deadline:
+        wave = []
+        for _ in range(min(concurrency, n - sent)):
+            s = socket.create_connection((u.hostname, u.port), timeout=5)
+            s.sendall(request)
+            wave.append(s)
+        time.sleep(0.005)
+        for s in wave:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+        sent += len(wave)
+    print("sent=%d" % sent)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "http":
         serve(sys.argv[2])
     elif sys.argv[1] == "burst":
         burst(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == "abort":
+        abort(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
-        sys.exit("usage: test_servers.py http PORTFILE | burst URL N")
+        sys.exit("usage: test_servers.py http PORTFILE | burst URL N | abort URL N C")

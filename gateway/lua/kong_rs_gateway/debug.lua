@@ -3,7 +3,7 @@
 -- freed and that worker memory stays flat.
 --
 --   GET /kong-rs/plugins/{name}/stats[?gc=true]
---     -> { name, built, live, workers = [ { id, pid, built, live, lua_kb, rss_kb } ] }
+--     -> { name, built, live, tasks, workers = [ { id, pid, built, live, tasks, lua_kb, rss_kb } ] }
 --
 -- `built`/`live` come from the factory's `stats()` (constructor calls, live
 -- instances: a drop counter kept by the Rust bridge). Each worker has its own
@@ -68,7 +68,7 @@ local function native_stats()
         if type(f) == "table" and type(f.stats) == "function" then
           local ok, s = pcall(f.stats)
           if ok and type(s) == "table" then
-            out[name] = { built = s.built, live = s.live }
+            out[name] = { built = s.built, live = s.live, tasks = s.tasks or 0 }
           end
         end
       end
@@ -159,16 +159,16 @@ function _M.plugin_stats(name, gc)
   if not workers then
     return 503, { message = err }
   end
-  local built, live = 0, 0
+  local built, live, tasks = 0, 0, 0
   local out = {}
   for _, w in ipairs(workers) do
-    local p = w.plugins and w.plugins[name] or { built = 0, live = 0 }
-    built, live = built + p.built, live + p.live
+    local p = w.plugins and w.plugins[name] or { built = 0, live = 0, tasks = 0 }
+    built, live, tasks = built + p.built, live + p.live, tasks + (p.tasks or 0)
     out[#out + 1] = { id = w.id, pid = w.pid, built = p.built, live = p.live,
                       lua_kb = w.lua_kb, rss_kb = w.rss_kb }
   end
   table.sort(out, function(a, b) return a.id < b.id end)
-  return 200, { name = name, built = built, live = live, workers = json.array(out) }
+  return 200, { name = name, built = built, live = live, tasks = tasks, workers = json.array(out) }
 end
 
 return _M
