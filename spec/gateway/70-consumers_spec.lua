@@ -253,8 +253,10 @@ describe("consumers storage", function()
   end)
 
   it("come from a declarative file, with nested plugins and plugins naming them", function()
-    local file = os.tmpname()
-    finally(function() os.remove(file) end)
+    -- Kong reads a declarative file by its extension (.json or .yaml)
+    local tmp = os.tmpname()
+    local file = tmp .. ".json"
+    finally(function() os.remove(tmp); os.remove(file) end)
     local f = assert(io.open(file, "w"))
     f:write([[{
       "_format_version": "3.0",
