@@ -779,11 +779,18 @@ fn step(
     }
 }
 
-/// `resume(task, value, err)`: the Lua side performed the operation the
-/// task asked for; `value` is its result (nil when it failed with `err`).
+/// `resume(task, value, err[, sockets])`: the Lua side performed the
+/// operation the task asked for; `value` is its result (nil when it failed
+/// with `err`); `sockets`, the task's cosockets by id, is handed over once
+/// so that releasing one is a direct call.
 fn resume_task(
     lua: &Lua,
-    (handle, value, err): (AnyUserData, LuaValue, Option<mlua::LuaString>),
+    (handle, value, err, sockets): (
+        AnyUserData,
+        LuaValue,
+        Option<mlua::LuaString>,
+        Option<Table>,
+    ),
 ) -> mlua::Result<Variadic<LuaValue>> {
     let reply = match value {
         LuaValue::Nil => Err(err.map_or_else(
@@ -797,6 +804,9 @@ fn resume_task(
     };
     let step = {
         let mut task = handle.borrow_mut::<PhaseTask>()?;
+        if let Some(sockets) = sockets {
+            task.0.set_sockets(sockets);
+        }
         task.0.resume(Some(reply))
     };
     match step {

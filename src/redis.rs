@@ -238,7 +238,8 @@ impl Connection {
             extend_encode(&mut out, &frame, false)
                 .map_err(|e| Error::msg(format!("redis {}: encoding: {e}", self.peer)))?;
         }
-        self.stream.send(&out).await?;
+        // Sent together with the first receive: one round trip to nginx.
+        self.stream.queue(&out);
         let mut replies = Vec::with_capacity(commands.len());
         while replies.len() < commands.len() {
             match decode_bytes_mut(&mut self.buffer) {

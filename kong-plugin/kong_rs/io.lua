@@ -23,6 +23,9 @@ local setmetatable = setmetatable
 local _M = {}
 
 
+-- connect's options table per pool name, built once (weak: names come and go).
+local pool_options = setmetatable({}, { __mode = "v" })
+
 -- Each performer: (sockets, socket id, a, b, c, d) -> value | nil, err.
 -- `sockets` holds this task's cosockets by the ids Rust gave them.
 local PERFORMERS = {}
@@ -37,7 +40,12 @@ function PERFORMERS.connect(sockets, id, host, port, timeout, pool)
   sock:settimeout(timeout)
   local ok
   if pool then
-    ok, err = sock:connect(host, port, { pool = pool })
+    local options = pool_options[pool]
+    if not options then
+      options = { pool = pool }
+      pool_options[pool] = options
+    end
+    ok, err = sock:connect(host, port, options)
   else
     ok, err = sock:connect(host, port)
   end
@@ -162,6 +170,8 @@ function _M.new(io_ops, resume)
 
   driver = function(task, op, id, a, b, c, d)
     local sockets = {}
+    -- handed to Rust with the first reply: it releases sockets directly
+    local handover = sockets
     local ok, actions, status, x1, x2, x3, x4, x5, x6, x7
     repeat
       local performer = by_code[op]
@@ -177,7 +187,8 @@ function _M.new(io_ops, resume)
       else
         value, err = nil, "unknown operation " .. tostring(op)
       end
-      ok, actions, status, x1, x2, x3, x4, x5, x6, x7 = pcall(resume, task, value, err)
+      ok, actions, status, x1, x2, x3, x4, x5, x6, x7 = pcall(resume, task, value, err, handover)
+      handover = nil
       if status == true then
         -- x1 is the task again; then the next operation.
         op, id, a, b, c, d = x2, x3, x4, x5, x6, x7

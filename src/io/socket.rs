@@ -229,8 +229,15 @@ impl TcpStream {
             .map_err(into_error)
     }
 
+    /// Queues `data` to be sent with the next [`TcpStream::receive`] (in
+    /// the same round trip to nginx, for request/response protocols) or
+    /// [`TcpStream::send`].
+    pub fn queue(&mut self, data: &[u8]) {
+        self.write_buffer.extend_from_slice(data);
+    }
+
     /// Receives what arrives next, at most `max` bytes; empty at the end of
-    /// the stream.
+    /// the stream. Queued data is sent first.
     ///
     /// # Errors
     /// The connection failed or timed out.
@@ -247,7 +254,7 @@ impl TcpStream {
     pub fn keepalive(mut self, idle: Duration, pool_size: u32) {
         self.released = true;
         self.cancel_waiting();
-        self.io.submit_detached(Request {
+        self.io.release(Request {
             kind: OpKind::Keepalive,
             socket: self.id,
             args: [
@@ -367,7 +374,7 @@ impl Drop for TcpStream {
     fn drop(&mut self) {
         if !self.released {
             self.cancel_waiting();
-            self.io.submit_detached(Request {
+            self.io.release(Request {
                 kind: OpKind::Close,
                 socket: self.id,
                 args: [Arg::Nil, Arg::Nil, Arg::Nil, Arg::Nil],

@@ -113,6 +113,12 @@ pub(crate) struct Io {
     next_socket: Cell<u32>,
     // The nearest deadline of the `timeout`s being polled, if any.
     deadline: Cell<Option<Instant>>,
+    // The Lua side's table of this task's cosockets (by socket id), once it
+    // handed it over: releasing a socket during a poll is then a direct,
+    // non-yielding call (setkeepalive, close) rather than one more
+    // operation handed out and resumed from.
+    sockets: RefCell<Option<mlua::Table>>,
+    polling: Cell<bool>,
 }
 
 impl Io {
@@ -125,7 +131,29 @@ impl Io {
             next_op: Cell::new(1),
             next_socket: Cell::new(1),
             deadline: Cell::new(None),
+            sockets: RefCell::new(None),
+            polling: Cell::new(false),
         })
+    }
+
+    /// Takes the Lua side's socket table (see `sockets`), once.
+    pub(crate) fn set_sockets(&self, sockets: mlua::Table) {
+        let mut slot = self.sockets.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(sockets);
+        }
+    }
+
+    /// Releases a socket (`Keepalive` or `Close`): directly when polled
+    /// from Lua with the socket table at hand, else as a detached operation.
+    pub(crate) fn release(&self, request: Request) {
+        if self.polling.get()
+            && let Some(sockets) = self.sockets.borrow().as_ref()
+            && release_directly(sockets, &request).is_ok()
+        {
+            return;
+        }
+        self.submit_detached(request);
     }
 
     /// A new socket id, unique in this task.
@@ -217,6 +245,26 @@ impl Io {
     }
 }
 
+/// `sockets[id]:setkeepalive(idle, size)` (closing it when that fails) or
+/// `:close()`, and the entry removed. Neither call yields.
+fn release_directly(sockets: &mlua::Table, request: &Request) -> mlua::Result<()> {
+    use mlua::ObjectLike;
+    let sock: Option<mlua::Table> = sockets.raw_get(request.socket)?;
+    let Some(sock) = sock else {
+        return Ok(());
+    };
+    sockets.raw_set(request.socket, mlua::Value::Nil)?;
+    if request.kind == OpKind::Keepalive
+        && let [Arg::Int(idle), Arg::Int(size), ..] = &request.args
+    {
+        let kept: Option<bool> = sock.call_method("setkeepalive", (*idle, *size))?;
+        if kept == Some(true) {
+            return Ok(());
+        }
+    }
+    sock.call_method::<()>("close", ())
+}
+
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Io>>> = const { RefCell::new(None) };
 }
@@ -240,7 +288,9 @@ pub(crate) fn current() -> crate::Result<Rc<Io>> {
 /// previous one after (a task polled inside another's operation).
 fn with_current<R>(io: &Rc<Io>, f: impl FnOnce() -> R) -> R {
     let previous = CURRENT.with(|current| current.replace(Some(io.clone())));
+    let was_polling = io.polling.replace(true);
     let result = f();
+    io.polling.set(was_polling);
     CURRENT.with(|current| *current.borrow_mut() = previous);
     result
 }
@@ -391,6 +441,11 @@ impl<T: 'static> Task<T> {
         let mut task = Task::new(make(reference));
         task.borrowed = Some(borrowed);
         task
+    }
+
+    /// Hands the task the Lua side's socket table (see `Io::release`).
+    pub(crate) fn set_sockets(&self, sockets: mlua::Table) {
+        self.io.set_sockets(sockets);
     }
 
     /// Hands the task the reply to the operation it asked for (`None` on

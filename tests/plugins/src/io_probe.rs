@@ -32,6 +32,9 @@ pub enum Mode {
     Sleep,
     /// Send to a TCP server and answer its reply.
     TcpEcho,
+    /// Answer at once, no I/O (the benchmark's measure of the async
+    /// machinery itself).
+    Exit,
 }
 
 /// Config of `rs-io-probe`.
@@ -121,6 +124,7 @@ impl IoProbe {
                 };
                 Ok(Flow::exit(200, body))
             }
+            Mode::Exit => Ok(Flow::exit(200, "(nil)")),
             Mode::Sleep => {
                 kong_rs::io::sleep(Duration::from_millis(self.config.sleep_ms)).await?;
                 Ok(Flow::Continue)
