@@ -25,7 +25,8 @@
 //! `Err` or a panic), and for `body_filter` the replacement chunk.
 
 use crate::error::Error;
-use crate::io::task::{Arg, OpResult, Reply, Request, Step, Task};
+use crate::io::driver::{self, LuaOutput, Timers};
+use crate::io::task::Task;
 use crate::pdk::lua::{LuaPdk, PdkCache};
 use crate::plugin::{Flow, Phase, Plugin};
 use crate::schema;
@@ -56,6 +57,7 @@ pub struct ModuleBuilder<'lua> {
     plugins: Table,
     descriptions: Vec<serde_json::Value>,
     cache: Rc<PdkCache>,
+    timers: Timers,
 }
 
 impl<'lua> ModuleBuilder<'lua> {
@@ -69,6 +71,7 @@ impl<'lua> ModuleBuilder<'lua> {
             plugins: lua.create_table()?,
             descriptions: Vec::new(),
             cache: Rc::new(PdkCache::new(lua)),
+            timers: Timers::new(lua),
         })
     }
 
@@ -85,7 +88,7 @@ impl<'lua> ModuleBuilder<'lua> {
         }
         let description = describe::<P>()
             .map_err(|e| mlua::Error::runtime(format!("plugin {}: {e}", P::NAME)))?;
-        let factory = factory::<P>(self.lua, &self.cache, &description)?;
+        let factory = factory::<P>(self.lua, &self.cache, &self.timers, &description)?;
         self.plugins.set(P::NAME, factory)?;
         self.descriptions.push(description);
         Ok(self)
@@ -138,7 +141,16 @@ impl<'lua> ModuleBuilder<'lua> {
             io_ops.raw_push(entry)?;
         }
         module.set("io_ops", io_ops)?;
-        module.set("resume", self.lua.create_function(resume_task)?)?;
+        module.set("resume", self.lua.create_function(driver::resume)?)?;
+        // The glue's function that runs jobs from timers (queues' senders).
+        let timers = self.timers.clone();
+        module.set(
+            "set_timer_runner",
+            self.lua.create_function(move |_, runner: mlua::Function| {
+                timers.set_runner(runner);
+                Ok(())
+            })?,
+        )?;
         module.set("abi", ABI)?;
         let dump = serde_json::to_string_pretty(&self.descriptions)
             .map_err(|e| mlua::Error::runtime(e.to_string()))?;
@@ -333,6 +345,7 @@ fn build<P: Plugin>(lua: &Lua, conf: LuaValue) -> Result<P, String> {
 fn factory<P: Plugin>(
     lua: &Lua,
     cache: &Rc<PdkCache>,
+    timers: &Timers,
     description: &serde_json::Value,
 ) -> mlua::Result<Table> {
     use mlua::serde::LuaSerdeExt;
@@ -363,11 +376,12 @@ fn factory<P: Plugin>(
     let new_counters = counters.clone();
     let registry: Rc<RefCell<Registry<P>>> = Rc::new(RefCell::new(Registry::default()));
     let new_registry = registry.clone();
+    let new_timers = timers.clone();
     factory.set(
         "new",
         lua.create_function(move |lua, conf: LuaValue| {
             new_counters.built.set(new_counters.built.get() + 1);
-            match build::<P>(lua, conf) {
+            match driver::constructing(&new_timers, || build::<P>(lua, conf)) {
                 Ok(plugin) => {
                     new_counters.live.set(new_counters.live.get() + 1);
                     let instance = Rc::new(Instance {
@@ -384,11 +398,14 @@ fn factory<P: Plugin>(
             }
         })?,
     )?;
+    let validate_timers = timers.clone();
     factory.set(
         "validate",
-        lua.create_function(|lua, conf: LuaValue| match build::<P>(lua, conf) {
-            Ok(_) => Ok((true, None)),
-            Err(message) => Ok((false, Some(message))),
+        lua.create_function(move |lua, conf: LuaValue| {
+            match driver::constructing(&validate_timers, || build::<P>(lua, conf)) {
+                Ok(_) => Ok((true, None)),
+                Err(message) => Ok((false, Some(message))),
+            }
         })?,
     )?;
     phase_functions::<P>(lua, &factory, cache, &registry)?;
@@ -684,14 +701,6 @@ fn state_of<P: Plugin>(
         .map_err(Error::lua)
 }
 
-/// What an async phase's task finishes with: its pending writes and outcome.
-type PhaseOutput = (Option<Vec<u8>>, crate::Result<Flow>);
-
-/// An async phase in progress, held by the Lua side between operations.
-struct PhaseTask(Task<PhaseOutput>);
-
-impl UserData for PhaseTask {}
-
 /// What an async phase's future borrows for its whole life.
 struct PhaseData<P> {
     lua: Lua,
@@ -734,9 +743,11 @@ fn start_task<P: Plugin>(
             Ok(_) => pdk.take_actions(),
             Err(_) => None,
         };
-        (actions, outcome)
+        let output: LuaOutput =
+            Box::new(move |lua| phase_result(lua, actions, outcome.map(Outcome::Flow)));
+        output
     });
-    step(lua, task, None)
+    driver::start(lua, task)
 }
 
 async fn run_async_phase<P: Plugin>(
@@ -757,84 +768,6 @@ async fn run_async_phase<P: Plugin>(
         Phase::Preread => plugin.preread_async(pdk, state).await,
         other => Err(Error::msg(format!("phase {other} cannot be async"))),
     }
-}
-
-/// Resumes `task` with `reply` and turns what it wants next into Lua
-/// values: an operation (`nil, true, task, op, socket, a, b, c, d`), or
-/// the phase's results (as a sync phase's, see the module docs).
-fn step(
-    lua: &Lua,
-    mut task: Task<PhaseOutput>,
-    reply: Option<OpResult>,
-) -> mlua::Result<Variadic<LuaValue>> {
-    match task.resume(reply) {
-        Ok(Step::Op(request)) => {
-            let handle = lua.create_userdata(PhaseTask(task))?;
-            pending(lua, LuaValue::UserData(handle), request)
-        }
-        Ok(Step::Done((actions, outcome))) => {
-            phase_result(lua, actions, outcome.map(Outcome::Flow))
-        }
-        Err(error) => phase_result(lua, None, Err(error)),
-    }
-}
-
-/// `resume(task, value, err[, sockets])`: the Lua side performed the
-/// operation the task asked for; `value` is its result (nil when it failed
-/// with `err`); `sockets`, the task's cosockets by id, is handed over once
-/// so that releasing one is a direct call.
-fn resume_task(
-    lua: &Lua,
-    (handle, value, err, sockets): (
-        AnyUserData,
-        LuaValue,
-        Option<mlua::LuaString>,
-        Option<Table>,
-    ),
-) -> mlua::Result<Variadic<LuaValue>> {
-    let reply = match value {
-        LuaValue::Nil => Err(err.map_or_else(
-            || "unknown error".to_string(),
-            |e| String::from_utf8_lossy(&e.as_bytes()).into_owned(),
-        )),
-        LuaValue::String(data) => Ok(Reply::Bytes(data.as_bytes().to_vec())),
-        LuaValue::Integer(n) => Ok(Reply::Int(n)),
-        LuaValue::Number(n) => Ok(Reply::Int(n as i64)),
-        _ => Ok(Reply::Done),
-    };
-    let step = {
-        let mut task = handle.borrow_mut::<PhaseTask>()?;
-        if let Some(sockets) = sockets {
-            task.0.set_sockets(sockets);
-        }
-        task.0.resume(Some(reply))
-    };
-    match step {
-        Ok(Step::Op(request)) => pending(lua, LuaValue::UserData(handle), request),
-        Ok(Step::Done((actions, outcome))) => {
-            phase_result(lua, actions, outcome.map(Outcome::Flow))
-        }
-        Err(error) => phase_result(lua, None, Err(error)),
-    }
-}
-
-fn pending(lua: &Lua, handle: LuaValue, request: Request) -> mlua::Result<Variadic<LuaValue>> {
-    let mut values = Variadic::with_capacity(9);
-    values.push(LuaValue::Nil);
-    values.push(LuaValue::Boolean(true));
-    values.push(handle);
-    values.push(LuaValue::Integer(i64::from(request.kind as u8)));
-    values.push(LuaValue::Integer(i64::from(request.socket)));
-    for arg in request.args {
-        values.push(match arg {
-            Arg::Nil => LuaValue::Nil,
-            Arg::Int(n) => LuaValue::Integer(n),
-            Arg::Num(n) => LuaValue::Number(n),
-            Arg::Bool(b) => LuaValue::Boolean(b),
-            Arg::Bytes(bytes) => LuaValue::String(lua.create_string(bytes)?),
-        });
-    }
-    Ok(values)
 }
 
 /// Lua return values: the pending writes (a string, or nil), then the outcome.
@@ -881,6 +814,7 @@ fn phase_result(
     }
     Ok(values)
 }
+
 
 pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {

@@ -32,6 +32,9 @@ local CAN_RESPOND = {}
 
 local _M = {}
 
+-- Native modules whose timer runner is registered.
+local runners = setmetatable({}, { __mode = "k" })
+
 
 -- Logs a failed phase with plugin name and phase, then answers 500 where
 -- the response can still change. Never lets the request pass silently.
@@ -233,14 +236,18 @@ function _M.new(native_name, plugin_name)
     VERSION = factory.version,
     PRIORITY = factory.priority,
   }
-  local drive
+  local io = require("kong_rs.io")
+  local drive = io.new(native.io_ops, native.resume)
+  if not runners[native] then
+    -- Jobs the module starts from timers (kong_rs::queue senders).
+    native.set_timer_runner(io.timer_runner(native.resume, drive))
+    runners[native] = true
+  end
   for _, phase in ipairs(factory.phases) do
     -- The factory's phase function, the same for every instance (see
     -- src/bridge.rs: per-instance functions would be pinned by JIT traces).
     local run = factory[phase]
     if factory.async_phases[phase] then
-      -- Loaded only for plugins with async phases: it needs ngx.socket.
-      drive = drive or require("kong_rs.io").new(native.io_ops, native.resume)
       local reads_body = factory.reads_request_body and rules[phase].body or false
       handler[phase] = async_phase_handler(plugin_name, phase, run, instances, instance_for,
                                            apply_actions, reads_body, drive)

@@ -11,8 +11,7 @@
 -- the native module hands over their codes and names as `io_ops`, and
 -- `new` matches them with the performers below, refusing any mismatch.
 
-local tcp = ngx.socket.tcp
-local sleep = ngx.sleep
+local ngx = ngx
 local pcall = pcall
 local pairs = pairs
 local ipairs = ipairs
@@ -33,7 +32,7 @@ local PERFORMERS = {}
 -- a: host, b: port, c: timeout (ms), d: pool name or nil.
 -- Replies how many times the connection was reused from the pool.
 function PERFORMERS.connect(sockets, id, host, port, timeout, pool)
-  local sock, err = tcp()
+  local sock, err = ngx.socket.tcp()
   if not sock then
     return nil, err
   end
@@ -132,7 +131,7 @@ end
 
 -- a: seconds.
 function PERFORMERS.sleep(_, _, seconds)
-  sleep(seconds)
+  ngx.sleep(seconds)
   return true
 end
 
@@ -205,6 +204,25 @@ function _M.new(io_ops, resume)
   end
   drivers[io_ops] = driver
   return driver
+end
+
+
+--- Returns the function a native module runs its timer jobs with
+-- (`ngx.timer.at(delay, runner, job)`, e.g. a queue's sender): starts the
+-- job with `resume`, performs its operations with `drive`, logs a failure.
+function _M.timer_runner(resume, drive)
+  return function(_premature, job)
+    -- A premature run (the worker is exiting) still sends, as Kong's queues do.
+    local ok, actions, status, x1, x2, x3, x4, x5, x6, x7 = pcall(resume, job)
+    if ok and status == true then
+      ok, actions, status, x1 = drive(x1, x2, x3, x4, x5, x6, x7)
+    end
+    if not ok then
+      ngx.log(ngx.ERR, "kong-rs timer job failed: ", tostring(actions))
+    elseif status == false then
+      ngx.log(ngx.ERR, "kong-rs timer job failed: ", tostring(x1))
+    end
+  end
 end
 
 

@@ -6,6 +6,9 @@
                                   /delay?ms=N  answers "slept N" after N ms
                                   /hang        reads the request, never answers
                                   /reset       closes the connection at once
+                                  POST /collect stores the body (503 while
+                                  /collector/down, until /collector/up);
+                                  GET /collected: the bodies, a JSON array
                                   anything else: 200 with the path as body
   test_servers.py burst URL N     N concurrent GETs of URL; prints
                                   "elapsed=<s> ok=<n> statuses=<s:n,...>"
@@ -25,14 +28,44 @@ import urllib.parse
 import urllib.request
 
 
+COLLECTED = []
+COLLECTOR = {"down": False}
+LOCK = threading.Lock()
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def answer(self, status, body):
+        self.send_response(status)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        length = int(self.headers.get("content-length", "0"))
+        body = self.rfile.read(length)
+        if self.path == "/collect":
+            with LOCK:
+                if COLLECTOR["down"]:
+                    return self.answer(503, b"down")
+                COLLECTED.append(body.decode("utf-8", "replace"))
+            return self.answer(200, b"ok")
+        self.answer(404, b"")
 
     def log_message(self, *args):
         pass
 
     def do_GET(self):
         url = urllib.parse.urlparse(self.path)
+        if url.path == "/collected":
+            import json
+            with LOCK:
+                return self.answer(200, json.dumps(COLLECTED).encode())
+        if url.path in ("/collector/down", "/collector/up"):
+            with LOCK:
+                COLLECTOR["down"] = url.path.endswith("down")
+            return self.answer(200, b"ok")
         if url.path == "/hang":
             time.sleep(30)
             return

@@ -8,6 +8,7 @@
 //! - `rs-header-ops`: a configured list of header writes (write parity).
 //! - `rs-pdk-probe`: every PDK read, reported (read parity with its Lua twin).
 //! - `rs-io-probe`: an async access phase doing HTTP, Redis, TCP or a sleep.
+//! - `rs-log-shipper`: log entries shipped in batches through a `kong_rs::queue`.
 //! - `rs-version`: its `VERSION` chosen at build time (binary upgrades).
 //! - `rs-stream-gate`: a stream (preread) plugin, for real Kong.
 //! - `rs-bench-empty`, `rs-bench-headers`, `rs-bench-json`, `rs-inworker`:
@@ -18,6 +19,7 @@ mod bench_json;
 mod fault;
 mod header_ops;
 mod io_probe;
+mod log_shipper;
 mod pdk_probe;
 mod stream_gate;
 mod version;
@@ -32,6 +34,7 @@ kong_rs::export_plugins!(
     FaultResponse,
     header_ops::HeaderOps,
     io_probe::IoProbe,
+    log_shipper::LogShipper,
     version::Version,
     pdk_probe::PdkProbe,
     stream_gate::StreamGate,

@@ -1,0 +1,225 @@
+//! Tasks as the Lua side sees them: a userdata it resumes with each
+//! operation's result (`resume`), whatever the task is — an async phase,
+//! or a job run from a timer (a queue's sender).
+//!
+//! Return values of the first call and of each `resume`, for `kong_rs/io.lua`:
+//! - `nil, true, task, op, socket, a, b, c, d`: perform operation `op`
+//!   ([`OpKind`](super::task::OpKind) code) and resume `task` with its result;
+//! - `nil, false, message`: the task failed (a panic, a future waiting on
+//!   something that is not nginx I/O);
+//! - anything else: the task's own results (an async phase's are a sync
+//!   phase's, see src/bridge.rs).
+
+use super::task::{Arg, OpResult, Reply, Request, Step, Task};
+use mlua::{AnyUserData, Function, Lua, Table, UserData, Value as LuaValue, Variadic};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// What a task finishes with: its Lua results, built when it is handed out.
+pub(crate) type LuaOutput = Box<dyn FnOnce(&Lua) -> mlua::Result<Variadic<LuaValue>>>;
+
+/// A task held by the Lua side between operations.
+pub(crate) struct LuaTask {
+    task: Task<LuaOutput>,
+    started: bool,
+}
+
+impl UserData for LuaTask {}
+
+/// Runs `task` up to its first operation (or its end) and returns what the
+/// Lua side does next.
+///
+/// # Errors
+/// When Lua cannot allocate.
+pub(crate) fn start(lua: &Lua, task: Task<LuaOutput>) -> mlua::Result<Variadic<LuaValue>> {
+    let mut task = LuaTask {
+        task,
+        started: true,
+    };
+    match task.task.resume(None) {
+        Ok(Step::Op(request)) => {
+            let handle = lua.create_userdata(task)?;
+            pending(lua, LuaValue::UserData(handle), request)
+        }
+        Ok(Step::Done(output)) => output(lua),
+        Err(error) => failed(lua, &error),
+    }
+}
+
+/// A task not started yet, for the Lua side to start later (from a timer:
+/// `resume(job)` with no result starts it).
+///
+/// # Errors
+/// When Lua cannot allocate.
+pub(crate) fn job(lua: &Lua, task: Task<LuaOutput>) -> mlua::Result<AnyUserData> {
+    lua.create_userdata(LuaTask {
+        task,
+        started: false,
+    })
+}
+
+/// `resume(task, value, err[, sockets])`: the Lua side performed the
+/// operation the task asked for; `value` is its result (nil when it failed
+/// with `err`); `sockets`, the task's cosockets by id, is handed over once
+/// so that releasing one is a direct call. On a job not started yet,
+/// starts it.
+///
+/// # Errors
+/// When `task` is not a task, or Lua cannot allocate.
+pub(crate) fn resume(
+    lua: &Lua,
+    (handle, value, err, sockets): (AnyUserData, LuaValue, Option<mlua::LuaString>, Option<Table>),
+) -> mlua::Result<Variadic<LuaValue>> {
+    let step = {
+        let mut task = handle.borrow_mut::<LuaTask>()?;
+        if let Some(sockets) = sockets {
+            task.task.set_sockets(sockets);
+        }
+        let reply = if task.started {
+            Some(reply(value, err))
+        } else {
+            task.started = true;
+            None
+        };
+        task.task.resume(reply)
+    };
+    match step {
+        Ok(Step::Op(request)) => pending(lua, LuaValue::UserData(handle), request),
+        Ok(Step::Done(output)) => output(lua),
+        Err(error) => failed(lua, &error),
+    }
+}
+
+fn reply(value: LuaValue, err: Option<mlua::LuaString>) -> OpResult {
+    match value {
+        LuaValue::Nil => Err(err.map_or_else(
+            || "unknown error".to_string(),
+            |e| String::from_utf8_lossy(&e.as_bytes()).into_owned(),
+        )),
+        LuaValue::String(data) => Ok(Reply::Bytes(data.as_bytes().to_vec())),
+        LuaValue::Integer(n) => Ok(Reply::Int(n)),
+        LuaValue::Number(n) => Ok(Reply::Int(n as i64)),
+        _ => Ok(Reply::Done),
+    }
+}
+
+fn failed(lua: &Lua, error: &crate::Error) -> mlua::Result<Variadic<LuaValue>> {
+    let mut values = Variadic::with_capacity(3);
+    values.push(LuaValue::Nil);
+    values.push(LuaValue::Boolean(false));
+    values.push(LuaValue::String(lua.create_string(error.to_string())?));
+    Ok(values)
+}
+
+fn pending(lua: &Lua, handle: LuaValue, request: Request) -> mlua::Result<Variadic<LuaValue>> {
+    let mut values = Variadic::with_capacity(9);
+    values.push(LuaValue::Nil);
+    values.push(LuaValue::Boolean(true));
+    values.push(handle);
+    values.push(LuaValue::Integer(i64::from(request.kind as u8)));
+    values.push(LuaValue::Integer(i64::from(request.socket)));
+    for arg in request.args {
+        values.push(match arg {
+            Arg::Nil => LuaValue::Nil,
+            Arg::Int(n) => LuaValue::Integer(n),
+            Arg::Num(n) => LuaValue::Number(n),
+            Arg::Bool(b) => LuaValue::Boolean(b),
+            Arg::Bytes(bytes) => LuaValue::String(lua.create_string(bytes)?),
+        });
+    }
+    Ok(values)
+}
+
+/// What a native module knows of its Lua state for running jobs from
+/// timers: the state, and the glue's timer runner (`kong_rs/io.lua`
+/// registers it with `set_timer_runner` when it loads the module).
+#[derive(Clone)]
+pub(crate) struct Timers {
+    lua: Lua,
+    runner: Rc<RefCell<Option<Function>>>,
+    // `ngx.timer.at` and an error logger, compiled on first use (there is
+    // no `ngx` in a plain LuaJIT state, e.g. under `cargo test`).
+    functions: Rc<std::cell::OnceCell<(Function, Function)>>,
+}
+
+/// `ngx.timer.at(delay, runner, job)` and `ngx.log(ngx.ERR, message)`.
+const TIMER_FUNCTIONS: &str = "return function(delay, runner, job) return ngx.timer.at(delay, runner, job) end, \
+     function(message) ngx.log(ngx.ERR, message) end";
+
+impl Timers {
+    pub(crate) fn new(lua: &Lua) -> Timers {
+        Timers {
+            lua: lua.clone(),
+            runner: Rc::new(RefCell::new(None)),
+            functions: Rc::new(std::cell::OnceCell::new()),
+        }
+    }
+
+    fn functions(&self) -> crate::Result<&(Function, Function)> {
+        if let Some(functions) = self.functions.get() {
+            return Ok(functions);
+        }
+        let functions: (Function, Function) = self
+            .lua
+            .load(TIMER_FUNCTIONS)
+            .eval()
+            .map_err(crate::Error::lua)?;
+        Ok(self.functions.get_or_init(|| functions))
+    }
+
+    /// The module's `set_timer_runner(fn)`.
+    pub(crate) fn set_runner(&self, runner: Function) {
+        *self.runner.borrow_mut() = Some(runner);
+    }
+
+    /// Runs `task` from `ngx.timer.at(delay)`, detached from any request.
+    ///
+    /// # Errors
+    /// No runner registered (the module was not loaded through the glue),
+    /// or nginx refused the timer (too many pending timers, worker exiting).
+    pub(crate) fn spawn(&self, delay: std::time::Duration, task: Task<LuaOutput>) -> crate::Result<()> {
+        let runner = self.runner.borrow().clone().ok_or_else(|| {
+            crate::Error::msg("no timer runner: load the module through kong_rs.handler")
+        })?;
+        let job = job(&self.lua, task).map_err(crate::Error::lua)?;
+        let (timer_at, _) = self.functions()?;
+        let (ok, err): (Option<LuaValue>, Option<String>) = timer_at
+            .call((delay.as_secs_f64(), runner, job))
+            .map_err(crate::Error::lua)?;
+        match ok {
+            Some(_) => Ok(()),
+            None => Err(crate::Error::msg(format!(
+                "ngx.timer.at: {}",
+                err.unwrap_or_else(|| "failed".into())
+            ))),
+        }
+    }
+
+    /// Logs `message` at error level with `ngx.log` (timers have no plugin
+    /// context for `kong.log`).
+    pub(crate) fn log_error(&self, message: &str) {
+        if let Ok((_, log)) = self.functions() {
+            // Nothing to do if logging itself fails.
+            let _ = log.call::<()>(message);
+        }
+    }
+}
+
+thread_local! {
+    // The timers of the module whose constructor is running (set by the
+    // bridge around `P::new`), for `kong_rs::queue::Queue::new`.
+    static CONSTRUCTING: RefCell<Option<Timers>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a plugin constructor) with `timers` as the module's.
+pub(crate) fn constructing<R>(timers: &Timers, f: impl FnOnce() -> R) -> R {
+    let previous = CONSTRUCTING.with(|c| c.replace(Some(timers.clone())));
+    let result = f();
+    CONSTRUCTING.with(|c| *c.borrow_mut() = previous);
+    result
+}
+
+/// The timers of the module whose constructor is running, if any.
+pub(crate) fn current_timers() -> Option<Timers> {
+    CONSTRUCTING.with(|c| c.borrow().clone())
+}
