@@ -75,6 +75,7 @@ mod metaschema;
 pub mod pdk;
 mod plugin;
 pub mod plugins;
+pub mod postgres;
 pub mod redis;
 pub mod schema;
 

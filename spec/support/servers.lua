@@ -1,6 +1,7 @@
 -- Real servers for the I/O specs, started and stopped by the specs
 -- themselves, on 127.0.0.1 and free ports: an HTTP server with slow,
--- hanging and resetting paths (test_servers.py), and redis-server.
+-- hanging and resetting paths (test_servers.py), redis-server, and
+-- PostgreSQL.
 local h = require "spec.support.helpers"
 
 local _M = {}
@@ -79,6 +80,74 @@ function _M.redis()
   end
   function server.cli(args)
     return (sh("redis-cli -p " .. port .. " " .. args):gsub("%s+$", ""))
+  end
+  server.start()
+  return server
+end
+
+-- Debian's PostgreSQL server binaries (the `postgresql` package), newest first.
+local function pg_bin()
+  local found = sh("ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1"):gsub("%s+$", "")
+  if found == "" or not io.open(found .. "/initdb") then
+    error("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: " ..
+          "scripts/setup installs them (the postgresql package)", 2)
+  end
+  return found
+end
+
+--- A PostgreSQL server of its own, in a fresh directory, on a free
+-- 127.0.0.1 port; TCP logins need a password (SCRAM-SHA-256):
+-- { port = n, user = "kong", password = p, database = "postgres",
+--   stop = fn, kill = fn (fast shutdown, the port refuses after) }.
+-- As root it runs as the `postgres` system user (it refuses to run as root).
+function _M.postgres()
+  local bin = pg_bin()
+  local dir = tmpdir()
+  local as_user = ""
+  if sh("id -u"):match("^0%s") then
+    as_user = "setpriv --reuid=postgres --regid=postgres --init-groups "
+    sh("chown postgres: '" .. dir .. "'")
+  end
+  local server = { port = free_port(), user = "kong", password = "s3cret-pg",
+                   database = "postgres" }
+  local pw = assert(io.open(dir .. "/pwfile", "w"))
+  pw:write(server.password, "\n")
+  pw:close()
+  if as_user ~= "" then sh("chown postgres: '" .. dir .. "/pwfile'") end
+  local out = sh("cd '" .. dir .. "' && " .. as_user .. bin .. "/initdb -D " .. dir .. "/data -U kong " ..
+                 "--pwfile=" .. dir .. "/pwfile -E UTF8 --auth-host=scram-sha-256 " ..
+                 "--auth-local=trust --no-sync; echo \"exit=$?\"")
+  if not out:match("exit=0%s*$") then
+    sh("rm -rf '" .. dir .. "'")
+    error("initdb failed: " .. out)
+  end
+  local log = dir .. "/log"
+  local function ready()
+    local f = io.open(log)
+    local text = f and f:read("*a") or ""
+    if f then f:close() end
+    return text:find("ready to accept connections", 1, true) ~= nil
+  end
+  local function stop_now()
+    if server.pid then
+      os.execute("kill -INT " .. server.pid .. " 2>/dev/null")
+      local gone = pcall(h.wait_until, function()
+        return not sh("kill -0 " .. server.pid .. " 2>/dev/null && echo alive"):match("alive")
+      end, 10)
+      if not gone then os.execute("kill -9 " .. server.pid .. " 2>/dev/null") end
+      server.pid = nil
+    end
+  end
+  function server.start()
+    os.remove(log)
+    server.pid = spawn("exec " .. as_user .. bin .. "/postgres -D " .. dir .. "/data -p " .. server.port ..
+                       " -k " .. dir .. " -c listen_addresses=127.0.0.1 -c fsync=off", log)
+    h.wait_until(ready, 30)
+  end
+  server.kill = stop_now
+  function server.stop()
+    stop_now()
+    os.execute("rm -rf '" .. dir .. "'")
   end
   server.start()
   return server

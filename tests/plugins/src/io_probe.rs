@@ -5,6 +5,10 @@
 //!   upstream's status and body (`x-io-status` set);
 //! - `redis_get` / `redis_incr`: `GET` the key in the request's `x-key`
 //!   header, or `INCR`+`EXPIRE` it in one pipeline, answer the value;
+//! - `postgres`: connect to PostgreSQL at `host:port` as `postgres_user`
+//!   (`postgres_password`, `postgres_database`), run `SELECT $1::text`
+//!   with the request's `x-key` header, answer the value (`x-pg-user`:
+//!   the session's `current_user`);
 //! - `sleep`: wait `sleep_ms`, then let the request through;
 //! - `tcp_echo`: connect to `host:port`, send `x-send`, read the reply.
 //!
@@ -13,6 +17,7 @@
 //! message (so specs can read it) when `fail_open_502` is set; otherwise
 //! it fails the phase (500), as a plugin does by default.
 
+use kong_rs::postgres::Config as PgConfig;
 use kong_rs::redis::{Config as RedisConfig, Connection};
 use kong_rs::{Flow, Pdk, Plugin, Result};
 use serde::Deserialize;
@@ -28,6 +33,8 @@ pub enum Mode {
     RedisGet,
     /// INCR + EXPIRE a Redis key in one pipeline.
     RedisIncr,
+    /// `SELECT $1::text` on PostgreSQL.
+    Postgres,
     /// Sleep, then continue.
     Sleep,
     /// Send to a TCP server and answer its reply.
@@ -45,12 +52,21 @@ pub struct IoProbeConfig {
     /// Base URL for `http` mode, e.g. `http://127.0.0.1:9000`.
     #[serde(default)]
     pub url: Option<String>,
-    /// Server host for the redis and tcp modes.
+    /// Server host for the redis, postgres and tcp modes.
     #[serde(default)]
     pub host: Option<String>,
-    /// Server port for the redis and tcp modes.
+    /// Server port for the redis, postgres and tcp modes.
     #[serde(default)]
     pub port: Option<u16>,
+    /// The PostgreSQL role `postgres` mode logs in as.
+    #[serde(default)]
+    pub postgres_user: Option<String>,
+    /// Its password.
+    #[serde(default)]
+    pub postgres_password: Option<String>,
+    /// The PostgreSQL database (the user's name when unset).
+    #[serde(default)]
+    pub postgres_database: Option<String>,
     /// Time limit of each exchange, in milliseconds.
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
@@ -70,6 +86,7 @@ fn default_timeout() -> u64 {
 pub struct IoProbe {
     config: IoProbeConfig,
     redis: Option<RedisConfig>,
+    postgres: Option<PgConfig>,
 }
 
 impl IoProbe {
@@ -87,6 +104,27 @@ impl IoProbe {
         kong.response()
             .set_header("x-io-status", response.status.to_string().as_bytes())?;
         Ok(Flow::exit(response.status, response.body))
+    }
+
+    async fn postgres(&self, kong: &mut dyn Pdk, key: &[u8]) -> Result<Flow> {
+        let config = self
+            .postgres
+            .as_ref()
+            .ok_or("postgres mode needs host, port and postgres_user")?;
+        let value = std::str::from_utf8(key).map_err(|_| "x-key is not UTF-8")?;
+        let mut db = kong_rs::postgres::Connection::connect(config).await?;
+        let rows = db
+            .query(
+                "SELECT $1::text AS value, current_user::text AS who",
+                &[&value],
+            )
+            .await?;
+        db.close().await?;
+        let row = rows.first().ok_or("postgres: no row")?;
+        kong.response()
+            .set_header("x-pg-user", row.bytes("who")?.unwrap_or_default())?;
+        let body = row.bytes("value")?.unwrap_or(b"(null)").to_vec();
+        Ok(Flow::exit(200, body))
     }
 
     async fn run(&self, kong: &mut dyn Pdk, key: Vec<u8>) -> Result<Flow> {
@@ -125,6 +163,7 @@ impl IoProbe {
                 Ok(Flow::exit(200, body))
             }
             Mode::Exit => Ok(Flow::exit(200, "(nil)")),
+            Mode::Postgres => Box::pin(self.postgres(kong, &key)).await,
             Mode::Sleep => {
                 kong_rs::io::sleep(Duration::from_millis(self.config.sleep_ms)).await?;
                 Ok(Flow::Continue)
@@ -165,7 +204,24 @@ impl Plugin for IoProbe {
             }
             _ => None,
         };
-        Ok(IoProbe { config, redis })
+        let postgres = match (&config.host, config.port, &config.postgres_user) {
+            (Some(host), Some(port), Some(user)) => {
+                let mut postgres = PgConfig::new(host.clone(), port, user.clone());
+                postgres.password = config.postgres_password.clone();
+                postgres.database = config.postgres_database.clone();
+                postgres.timeout = Duration::from_millis(config.timeout_ms);
+                Some(postgres)
+            }
+            _ => None,
+        };
+        if config.mode == Mode::Postgres && postgres.is_none() {
+            return Err("mode postgres needs host, port and postgres_user".into());
+        }
+        Ok(IoProbe {
+            config,
+            redis,
+            postgres,
+        })
     }
 
     async fn access(&self, kong: &mut dyn Pdk, _state: &mut ()) -> Result<Flow> {
