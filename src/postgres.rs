@@ -39,7 +39,10 @@
 //! serves other requests meanwhile. Each connection's [`Config::timeout`]
 //! bounds the connect (with authentication) and each call; a call that
 //! times out or fails on the wire closes the connection (its state is
-//! unknown), later calls on it are errors.
+//! unknown), later calls on it are errors. PostgreSQL notices the closed
+//! connection only when it next writes to it: a statement still running
+//! at the timeout runs to its end there (bound it on the server with
+//! `statement_timeout` for the role or database).
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::io::{Connect, TcpStream, timeout};
