@@ -815,7 +815,6 @@ fn phase_result(
     Ok(values)
 }
 
-
 pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         (*text).to_string()

@@ -69,6 +69,7 @@ mod bridge;
 mod error;
 pub mod http;
 pub mod io;
+pub mod cache;
 pub mod queue;
 mod library;
 mod metaschema;

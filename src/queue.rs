@@ -225,7 +225,10 @@ impl<T: 'static> Queue<T> {
             // The job was dropped unstarted (its guard cleared `sending`);
             // the entries wait for the next push.
             inner.sending.set(false);
-            timers.log_error(&format!("queue {}: cannot start its sender: {e}", inner.name));
+            timers.log_error(&format!(
+                "queue {}: cannot start its sender: {e}",
+                inner.name
+            ));
         }
     }
 }

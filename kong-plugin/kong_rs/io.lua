@@ -18,6 +18,7 @@ local ipairs = ipairs
 local error = error
 local tostring = tostring
 local setmetatable = setmetatable
+local type = type
 
 local _M = {}
 
@@ -129,6 +130,27 @@ function PERFORMERS.close(sockets, id)
   return true
 end
 
+-- a: key, b: ttl, c: neg_ttl (seconds), d: the loader, a job of the same
+-- native module run by `ctx.run_job` only on a miss. Replies the bytes, or
+-- false for a (cached) miss.
+function PERFORMERS.cache_get(_, _, key, ttl, neg_ttl, loader, ctx)
+  local cache = kong and kong.cache
+  if not cache then
+    return nil, "kong.cache is not available"
+  end
+  local value, err = cache:get(key, { ttl = ttl, neg_ttl = neg_ttl }, ctx.run_job, loader)
+  if err then
+    return nil, err
+  end
+  if value == nil then
+    return false
+  end
+  if type(value) ~= "string" then
+    return nil, "the cached value is a " .. type(value) .. ", not bytes"
+  end
+  return value
+end
+
 -- a: seconds.
 function PERFORMERS.sleep(_, _, seconds)
   ngx.sleep(seconds)
@@ -167,6 +189,11 @@ function _M.new(io_ops, resume)
     end
   end
 
+  -- What performers may need of this module: running one of its jobs to
+  -- its end, here, returning its results (a cache loader's: value, or
+  -- nil, err; its failure is raised).
+  local ctx = {}
+
   driver = function(task, op, id, a, b, c, d)
     local sockets = {}
     -- handed to Rust with the first reply: it releases sockets directly
@@ -179,7 +206,7 @@ function _M.new(io_ops, resume)
         -- A Lua error in a performer (an API missing in this context)
         -- becomes the operation's error, which Rust turns into an Err.
         local pok
-        pok, value, err = pcall(performer, sockets, id, a, b, c, d)
+        pok, value, err = pcall(performer, sockets, id, a, b, c, d, ctx)
         if not pok then
           value, err = nil, tostring(value)
         end
@@ -202,6 +229,20 @@ function _M.new(io_ops, resume)
     end
     return true, actions, status, x1, x2
   end
+  function ctx.run_job(job)
+    local ok, r1, r2, r3, x2, x3, x4, x5, x6, x7 = pcall(resume, job)
+    if ok and r2 == true then
+      ok, r1, r2, r3 = driver(r3, x2, x3, x4, x5, x6, x7)
+    end
+    if not ok then
+      error(r1, 0)
+    end
+    if r1 == nil and r2 == false then
+      error(r3, 0) -- the job failed (a panic, ...)
+    end
+    return r1, r2
+  end
+
   drivers[io_ops] = driver
   return driver
 end

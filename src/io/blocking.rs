@@ -95,6 +95,7 @@ impl Sockets {
                 self.open.remove(&request.socket);
                 Ok(Reply::Done)
             }
+            OpKind::CacheGet => Err("kong.cache is not available outside nginx".into()),
             OpKind::Sleep => {
                 let seconds = match a {
                     Arg::Num(s) => *s,

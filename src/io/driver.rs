@@ -36,6 +36,7 @@ pub(crate) fn start(lua: &Lua, task: Task<LuaOutput>) -> mlua::Result<Variadic<L
         task,
         started: true,
     };
+    task.task.set_lua(lua);
     match task.task.resume(None) {
         Ok(Step::Op(request)) => {
             let handle = lua.create_userdata(task)?;
@@ -68,7 +69,12 @@ pub(crate) fn job(lua: &Lua, task: Task<LuaOutput>) -> mlua::Result<AnyUserData>
 /// When `task` is not a task, or Lua cannot allocate.
 pub(crate) fn resume(
     lua: &Lua,
-    (handle, value, err, sockets): (AnyUserData, LuaValue, Option<mlua::LuaString>, Option<Table>),
+    (handle, value, err, sockets): (
+        AnyUserData,
+        LuaValue,
+        Option<mlua::LuaString>,
+        Option<Table>,
+    ),
 ) -> mlua::Result<Variadic<LuaValue>> {
     let step = {
         let mut task = handle.borrow_mut::<LuaTask>()?;
@@ -79,6 +85,7 @@ pub(crate) fn resume(
             Some(reply(value, err))
         } else {
             task.started = true;
+            task.task.set_lua(lua);
             None
         };
         task.task.resume(reply)
@@ -125,6 +132,7 @@ fn pending(lua: &Lua, handle: LuaValue, request: Request) -> mlua::Result<Variad
             Arg::Num(n) => LuaValue::Number(n),
             Arg::Bool(b) => LuaValue::Boolean(b),
             Arg::Bytes(bytes) => LuaValue::String(lua.create_string(bytes)?),
+            Arg::Lua(value) => value,
         });
     }
     Ok(values)
@@ -143,7 +151,11 @@ pub(crate) struct Timers {
 }
 
 /// `ngx.timer.at(delay, runner, job)` and `ngx.log(ngx.ERR, message)`.
-const TIMER_FUNCTIONS: &str = "return function(delay, runner, job) return ngx.timer.at(delay, runner, job) end, \
+/// Not a tail call: Kong replaces `ngx.timer.at` with lua-resty-timer-ng,
+/// which names each job after the Lua frame that called it and fails when
+/// that frame is C (ours, had the wrapper tail-called it away).
+const TIMER_FUNCTIONS: &str = "return function(delay, runner, job) \
+         local ok, err = ngx.timer.at(delay, runner, job) return ok, err end, \
      function(message) ngx.log(ngx.ERR, message) end";
 
 impl Timers {
@@ -177,7 +189,11 @@ impl Timers {
     /// # Errors
     /// No runner registered (the module was not loaded through the glue),
     /// or nginx refused the timer (too many pending timers, worker exiting).
-    pub(crate) fn spawn(&self, delay: std::time::Duration, task: Task<LuaOutput>) -> crate::Result<()> {
+    pub(crate) fn spawn(
+        &self,
+        delay: std::time::Duration,
+        task: Task<LuaOutput>,
+    ) -> crate::Result<()> {
         let runner = self.runner.borrow().clone().ok_or_else(|| {
             crate::Error::msg("no timer runner: load the module through kong_rs.handler")
         })?;

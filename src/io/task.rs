@@ -62,6 +62,9 @@ op_kinds! {
     /// `send(data)` then `receiveany(max)`: a request and the start of its
     /// answer in one round trip between Rust and Lua.
     SendReceive = 8, "send_receive";
+    /// `kong.cache:get(key, { ttl, neg_ttl }, run_job, loader)`: replies the
+    /// cached or loaded bytes, `false` for a (cached) miss.
+    CacheGet = 9, "cache_get";
 }
 
 /// An argument of an operation, as it crosses into Lua.
@@ -72,6 +75,8 @@ pub(crate) enum Arg {
     Num(f64),
     Bool(bool),
     Bytes(Vec<u8>),
+    /// A Lua value (a job for the Lua side to run).
+    Lua(mlua::Value),
 }
 
 /// One operation for the Lua side: `kind`, the socket it acts on (0 for
@@ -119,6 +124,8 @@ pub(crate) struct Io {
     // operation handed out and resumed from.
     sockets: RefCell<Option<mlua::Table>>,
     polling: Cell<bool>,
+    // The Lua state polling this task (none under `block_on`).
+    lua: RefCell<Option<mlua::Lua>>,
 }
 
 impl Io {
@@ -133,7 +140,13 @@ impl Io {
             deadline: Cell::new(None),
             sockets: RefCell::new(None),
             polling: Cell::new(false),
+            lua: RefCell::new(None),
         })
+    }
+
+    /// The Lua state polling this task, if it is polled from Lua.
+    pub(crate) fn lua(&self) -> Option<mlua::Lua> {
+        self.lua.borrow().clone()
     }
 
     /// Takes the Lua side's socket table (see `sockets`), once.
@@ -441,6 +454,15 @@ impl<T: 'static> Task<T> {
         let mut task = Task::new(make(reference));
         task.borrowed = Some(borrowed);
         task
+    }
+
+    /// Tells the task which Lua state polls it (for operations that hand
+    /// Lua values over, e.g. a cache loader).
+    pub(crate) fn set_lua(&self, lua: &mlua::Lua) {
+        let mut slot = self.io.lua.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(lua.clone());
+        }
     }
 
     /// Hands the task the Lua side's socket table (see `Io::release`).

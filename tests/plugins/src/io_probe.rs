@@ -21,7 +21,11 @@ use kong_rs::postgres::Config as PgConfig;
 use kong_rs::redis::{Config as RedisConfig, Connection};
 use kong_rs::{Flow, Pdk, Plugin, Result};
 use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Loader calls of `cache` mode in this worker.
+static LOADS: AtomicU64 = AtomicU64::new(0);
 
 /// What the probe does.
 #[derive(Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +46,9 @@ pub enum Mode {
     /// Answer at once, no I/O (the benchmark's measure of the async
     /// machinery itself).
     Exit,
+    /// `kong_rs::cache::get_or_load` keyed by the request path, loading
+    /// with a GET of `url` (the path `/missing` loads "not found").
+    Cache,
 }
 
 /// Config of `rs-io-probe`.
@@ -127,6 +134,40 @@ impl IoProbe {
         Ok(Flow::exit(200, body))
     }
 
+    async fn cached(&self, kong: &mut dyn Pdk, timeout: Duration) -> Result<Flow> {
+        let path = String::from_utf8_lossy(&kong.request().get_path()?).into_owned();
+        let url = self.config.url.clone().unwrap_or_default();
+        let missing = path.ends_with("/missing");
+        let options = kong_rs::cache::CacheOptions {
+            ttl: Duration::from_secs(60),
+            neg_ttl: Duration::from_secs(60),
+        };
+        let value = kong_rs::cache::get_or_load(
+            &format!("rs-io-probe:{path}"),
+            options,
+            move || async move {
+                LOADS.fetch_add(1, Ordering::Relaxed);
+                if missing {
+                    return Ok(None);
+                }
+                let response = kong_rs::http::Request::get(&url)?
+                    .timeout(timeout)
+                    .send()
+                    .await?;
+                Ok(Some(response.body))
+            },
+        )
+        .await?;
+        kong.response().set_header(
+            "x-cache-loads",
+            LOADS.load(Ordering::Relaxed).to_string().as_bytes(),
+        )?;
+        Ok(match value {
+            Some(body) => Flow::exit(200, body),
+            None => Flow::exit(404, "not found"),
+        })
+    }
+
     async fn run(&self, kong: &mut dyn Pdk, key: Vec<u8>) -> Result<Flow> {
         let timeout = Duration::from_millis(self.config.timeout_ms);
         match self.config.mode {
@@ -163,6 +204,7 @@ impl IoProbe {
                 Ok(Flow::exit(200, body))
             }
             Mode::Exit => Ok(Flow::exit(200, "(nil)")),
+            Mode::Cache => Box::pin(self.cached(kong, timeout)).await,
             Mode::Postgres => Box::pin(self.postgres(kong, &key)).await,
             Mode::Sleep => {
                 kong_rs::io::sleep(Duration::from_millis(self.config.sleep_ms)).await?;

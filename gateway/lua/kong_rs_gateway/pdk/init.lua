@@ -5,6 +5,7 @@ local request = require "kong_rs_gateway.pdk.request"
 local response = require "kong_rs_gateway.pdk.response"
 local service = require "kong_rs_gateway.pdk.service"
 local misc = require "kong_rs_gateway.pdk.misc"
+local cache = require "kong_rs_gateway.pdk.cache"
 
 local _M = {}
 
@@ -26,6 +27,7 @@ function _M.new(opts)
     ctx = misc.ctx,
     nginx = misc.nginx,
     router = misc.router,
+    cache = cache,
     node = {
       get_id = function() return node_id end,
       get_hostname = function() return hostname end,
