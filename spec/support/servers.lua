@@ -57,6 +57,28 @@ function _M.http()
   return { port = port, url = "http://127.0.0.1:" .. port, stop = stopper(pid, dir) }
 end
 
+--- The same server over TLS, with a self-signed certificate for
+-- 127.0.0.1 made here: { port, url = "https://127.0.0.1:n", cert, stop }.
+function _M.https()
+  local dir = tmpdir()
+  local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
+  sh("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 " ..
+     "-addext subjectAltName=IP:127.0.0.1 -keyout " .. key .. " -out " .. cert)
+  local portfile = dir .. "/port"
+  local pid = spawn("exec python3 " .. h.root .. "/spec/support/test_servers.py https " .. portfile ..
+                    " " .. cert .. " " .. key, dir .. "/log")
+  local port
+  h.wait_until(function()
+    local f = io.open(portfile)
+    if f then
+      port = tonumber(f:read("*a"))
+      f:close()
+    end
+    return port ~= nil
+  end, 10)
+  return { port = port, url = "https://127.0.0.1:" .. port, cert = cert, stop = stopper(pid, dir) }
+end
+
 --- A redis-server: { port = n, stop = fn, start = fn (again, same port) }.
 function _M.redis()
   local dir = tmpdir()

@@ -10,6 +10,7 @@
                                   /collector/down, until /collector/up);
                                   GET /collected: the bodies, a JSON array
                                   anything else: 200 with the path as body
+  test_servers.py https PORTFILE CERT KEY   the same over TLS
   test_servers.py burst URL N     N concurrent GETs of URL; prints
                                   "elapsed=<s> ok=<n> statuses=<s:n,...>"
   test_servers.py abort URL N C   N GETs of URL, C at a time, each closed
@@ -90,8 +91,13 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     request_queue_size = 1024
 
 
-def serve(portfile):
+def serve(portfile, cert=None, key=None):
     server = Server(("127.0.0.1", 0), Handler)
+    if cert:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     with open(portfile + ".tmp", "w") as f:
         f.write(str(server.server_address[1]))
     import os
@@ -148,6 +154,8 @@ def abort(url, n, concurrency):
 if __name__ == "__main__":
     if sys.argv[1] == "http":
         serve(sys.argv[2])
+    elif sys.argv[1] == "https":
+        serve(sys.argv[2], sys.argv[3], sys.argv[4])
     elif sys.argv[1] == "burst":
         burst(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "abort":

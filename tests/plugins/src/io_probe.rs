@@ -46,6 +46,8 @@ pub enum Mode {
     /// Answer at once, no I/O (the benchmark's measure of the async
     /// machinery itself).
     Exit,
+    /// Sleep 1 ms, then panic (a panic inside a future).
+    PanicAfterAwait,
     /// `kong_rs::cache::get_or_load` keyed by the request path, loading
     /// with a GET of `url` (the path `/missing` loads "not found").
     Cache,
@@ -80,9 +82,16 @@ pub struct IoProbeConfig {
     /// How long `sleep` mode sleeps, in milliseconds.
     #[serde(default)]
     pub sleep_ms: u64,
+    /// Verify the server's certificate for https URLs.
+    #[serde(default = "yes")]
+    pub tls_verify: bool,
     /// Answer an I/O error with 502 and its message instead of failing.
     #[serde(default)]
     pub fail_open_502: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_timeout() -> u64 {
@@ -106,6 +115,7 @@ impl IoProbe {
         );
         let response = kong_rs::http::Request::get(&url)?
             .timeout(timeout)
+            .verify(self.config.tls_verify)
             .send()
             .await?;
         kong.response()
@@ -204,6 +214,10 @@ impl IoProbe {
                 Ok(Flow::exit(200, body))
             }
             Mode::Exit => Ok(Flow::exit(200, "(nil)")),
+            Mode::PanicAfterAwait => {
+                kong_rs::io::sleep(Duration::from_millis(1)).await?;
+                panic!("rs-io-probe panics after an await, on purpose");
+            }
             Mode::Cache => Box::pin(self.cached(kong, timeout)).await,
             Mode::Postgres => Box::pin(self.postgres(kong, &key)).await,
             Mode::Sleep => {
