@@ -148,8 +148,8 @@ pub use error::{Context, Error, ErrorKind, Result};
 /// assert_eq!(Renamed::PHASES, &[gateway_sdk::Phase::Access]);
 /// ```
 pub use kong_rs_macros::plugin;
-pub use pdk::mock::{MockPdk, run_request};
-pub use pdk::{Entity, Headers, LogLevel, Pdk, QueryValue, Value};
+pub use pdk::mock::{MockPdk, MockSharedDicts, run_request};
+pub use pdk::{Entity, Headers, LogLevel, Pdk, QueryValue, SharedDict, Value};
 pub use plugin::{Exit, Flow, Phase, Plugin};
 
 /// Re-exported so that [`export_plugins!`] works without a direct dependency.

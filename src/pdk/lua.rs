@@ -5,18 +5,22 @@
 //! table walks. Byte strings cross as Lua strings, both ways, unchanged.
 
 use super::actions::{self, Actions, Args, Op};
+use super::json::{CjsonMarkers, json_to_lua, lua_to_json};
 use super::ngx::NgxRequest;
 use super::{
     Client, Ctx, Entity, Headers, Log, LogLevel, Nginx, QueryValue, Request, Response, Router,
-    ServiceRequest, ServiceResponse, Value, kong_header_value,
+    ServiceRequest, ServiceResponse, SharedDict, Value, kong_header_value, number_bytes,
+    ttl_seconds,
 };
 use crate::error::{Error, Result};
 use crate::plugin::Phase;
 use bstr::{BStr, BString};
 use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Value as LuaValue};
-use std::cell::OnceCell;
+use serde_json::Value as Json;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 macro_rules! pdk_functions {
     ($($id:ident = $path:literal,)*) => {
@@ -88,6 +92,8 @@ pdk_functions! {
     CliGetPort = "client.get_port",
     CliGetConsumer = "client.get_consumer",
     CliGetCredential = "client.get_credential",
+    CliAuthenticate = "client.authenticate",
+    LogSerialize = "log.serialize",
     NgxGetSubsystem = "nginx.get_subsystem",
     RouterGetRoute = "router.get_route",
     RouterGetService = "router.get_service",
@@ -97,6 +103,22 @@ struct Handles {
     functions: Vec<OnceCell<Function>>,
     ctx: OnceCell<Table>,
     log: OnceCell<Function>,
+    // cjson's array markers, for JSON <-> Lua tables.
+    cjson: OnceCell<CjsonMarkers>,
+    // The shared dicts opened so far, by name (nginx's dicts are fixed for
+    // the life of the worker).
+    dicts: RefCell<Vec<Rc<DictHandles>>>,
+}
+
+/// One `ngx.shared.DICT` and its methods, looked up once per worker.
+struct DictHandles {
+    name: String,
+    dict: Table,
+    get: Function,
+    set: Function,
+    add: Function,
+    incr: Function,
+    delete: Function,
 }
 
 /// Logs through `kong.log`, resolved on every call: Kong answers `kong.log`
@@ -113,6 +135,8 @@ impl Handles {
             functions: PATHS.iter().map(|_| OnceCell::new()).collect(),
             ctx: OnceCell::new(),
             log: OnceCell::new(),
+            cjson: OnceCell::new(),
+            dicts: RefCell::new(Vec::new()),
         }
     }
 }
@@ -178,6 +202,8 @@ pub struct LuaPdk<'lua> {
     // The nginx request for direct calls, found on first use; `None` inside
     // when unavailable.
     ngx: OnceCell<Option<NgxRequest>>,
+    // The shared dict last opened (`shared_dict` hands out `&mut` to it).
+    dict: Option<LuaSharedDict<'lua>>,
 }
 
 /// Direct calls on/off for this process, i.e. this worker (on by default);
@@ -231,6 +257,7 @@ impl<'lua> LuaPdk<'lua> {
             body: None,
             phase: None,
             ngx: OnceCell::new(),
+            dict: None,
         }
     }
 
@@ -448,7 +475,30 @@ fn entity_from(table: Option<Table>, name_field: &str) -> Result<Option<Entity>>
             .map_err(Error::lua)?
             .unwrap_or_default(),
         name: table.get(name_field).map_err(Error::lua)?,
+        fields: serde_json::Map::new(),
     }))
+}
+
+/// An entity with every field (consumers, credentials); `kong.client`
+/// returns whatever table the authenticating plugin gave, so `id` and the
+/// name are taken only when they are strings.
+fn full_entity_from(
+    value: LuaValue,
+    name_field: &str,
+    markers: &CjsonMarkers,
+) -> Result<Option<Entity>> {
+    match value {
+        LuaValue::Nil => Ok(None),
+        LuaValue::Table(_) => match lua_to_json(&value, markers, 0)? {
+            Some(Json::Object(fields)) => Ok(Some(Entity::from_fields(fields, name_field))),
+            // a table of indices only (or empty with cjson's array_mt)
+            _ => Ok(Some(Entity::default())),
+        },
+        other => Err(Error::msg(format!(
+            "the authenticated entity is a {}, not a table",
+            other.type_name()
+        ))),
+    }
 }
 
 fn value_from_lua(value: LuaValue, depth: usize) -> Result<Value> {
@@ -501,7 +551,77 @@ fn value_to_lua(lua: &Lua, value: Value) -> Result<LuaValue> {
 
 crate::pdk::namespaces!(LuaPdk<'_>);
 
-impl LuaPdk<'_> {
+impl<'lua> LuaPdk<'lua> {
+    /// cjson's array markers, looked up once.
+    fn markers(&self) -> &CjsonMarkers {
+        self.handles
+            .cjson
+            .get_or_init(|| CjsonMarkers::load(self.lua))
+    }
+
+    /// JSON as a Lua argument (`None`: `nil`).
+    fn json_arg(&self, value: Option<&Json>) -> Result<LuaValue> {
+        match value {
+            None | Some(Json::Null) => Ok(LuaValue::Nil),
+            Some(value) => json_to_lua(self.lua, value, self.markers(), 0),
+        }
+    }
+
+    /// `ngx.shared[name]`, its methods looked up once per worker.
+    fn dict_handles(&self, name: &str) -> Result<Rc<DictHandles>> {
+        if let Some(found) = self.handles.dicts.borrow().iter().find(|d| d.name == name) {
+            return Ok(found.clone());
+        }
+        let missing = || {
+            Error::new(
+                crate::ErrorKind::Pdk,
+                format!(
+                    "no shared dict named {name:?} (declare it with lua_shared_dict; on Kong, nginx_http_lua_shared_dict in kong.conf)"
+                ),
+            )
+        };
+        let shared: LuaValue = self
+            .lua
+            .load("return ngx and ngx.shared")
+            .set_name("=kong-rs")
+            .eval()
+            .map_err(Error::lua)?;
+        let LuaValue::Table(shared) = shared else {
+            return Err(missing());
+        };
+        let dict = match shared.get::<LuaValue>(name).map_err(Error::lua)? {
+            LuaValue::Table(dict) => dict,
+            _ => return Err(missing()),
+        };
+        let method = |method: &str| -> Result<Function> {
+            dict.get::<Function>(method)
+                .map_err(|e| Error::lua(e).context(format_args!("ngx.shared.{name}.{method}")))
+        };
+        let handles = Rc::new(DictHandles {
+            name: name.to_string(),
+            get: method("get")?,
+            set: method("set")?,
+            add: method("add")?,
+            incr: method("incr")?,
+            delete: method("delete")?,
+            dict,
+        });
+        self.handles.dicts.borrow_mut().push(handles.clone());
+        Ok(handles)
+    }
+
+    /// `ngx.shared[name]`, for `Pdk::shared_dict`.
+    fn open_shared_dict(&mut self, name: &str) -> Result<&mut dyn SharedDict> {
+        if self.dict.as_ref().is_none_or(|d| d.handles.name != name) {
+            let handles = self.dict_handles(name)?;
+            self.dict = Some(LuaSharedDict {
+                lua: self.lua,
+                handles,
+            });
+        }
+        Ok(self.dict.as_mut().expect("just opened"))
+    }
+
     /// Logs `message` through the running plugin's `kong.log` (see [`LOG_SHIM`]).
     fn log_bytes(&self, level: LogLevel, message: &[u8]) -> Result<()> {
         let shim = match self.handles.log.get() {
@@ -527,6 +647,13 @@ impl LuaPdk<'_> {
 impl Log for LuaPdk<'_> {
     fn log(&mut self, level: LogLevel, message: &str) -> Result<()> {
         self.log_bytes(level, message.as_bytes())
+    }
+    fn serialize(&mut self) -> Result<Json> {
+        self.flush()?;
+        let table: LuaValue = self.call(F::LogSerialize, ())?;
+        Ok(lua_to_json(&table, self.markers(), 0)
+            .map_err(|e| e.context("kong.log.serialize"))?
+            .unwrap_or(Json::Null))
     }
 }
 
@@ -752,11 +879,21 @@ impl Client for LuaPdk<'_> {
     }
     fn get_consumer(&mut self) -> Result<Option<Entity>> {
         self.flush()?;
-        entity_from(self.call(F::CliGetConsumer, ())?, "username")
+        let value = self.call(F::CliGetConsumer, ())?;
+        full_entity_from(value, "username", self.markers())
+            .map_err(|e| e.context("kong.client.get_consumer"))
     }
     fn get_credential(&mut self) -> Result<Option<Entity>> {
         self.flush()?;
-        entity_from(self.call(F::CliGetCredential, ())?, "name")
+        let value = self.call(F::CliGetCredential, ())?;
+        full_entity_from(value, "name", self.markers())
+            .map_err(|e| e.context("kong.client.get_credential"))
+    }
+    fn authenticate(&mut self, consumer: Option<&Json>, credential: Option<&Json>) -> Result<()> {
+        self.flush()?;
+        let consumer = self.json_arg(consumer)?;
+        let credential = self.json_arg(credential)?;
+        self.call(F::CliAuthenticate, (consumer, credential))
     }
 }
 
@@ -796,6 +933,123 @@ impl Router for LuaPdk<'_> {
     }
 }
 
+/// `ngx.shared.DICT` through its Lua methods (see [`SharedDict`]).
+struct LuaSharedDict<'lua> {
+    lua: &'lua Lua,
+    handles: Rc<DictHandles>,
+}
+
+impl crate::pdk::sealed::Sealed for LuaSharedDict<'_> {}
+
+impl LuaSharedDict<'_> {
+    fn key(&self, key: &[u8]) -> Result<mlua::LuaString> {
+        self.lua.create_string(key).map_err(Error::lua)
+    }
+
+    fn fail(&self, method: &str, err: impl std::fmt::Display) -> Error {
+        Error::new(
+            crate::ErrorKind::Pdk,
+            format!("ngx.shared.{}:{method}: {err}", self.handles.name),
+        )
+    }
+
+    fn call<R: FromLuaMulti>(
+        &self,
+        method: &str,
+        f: &Function,
+        args: impl IntoLuaMulti,
+    ) -> Result<R> {
+        f.call(args).map_err(|e| {
+            Error::lua(e).context(format_args!("ngx.shared.{}:{method}", self.handles.name))
+        })
+    }
+}
+
+impl SharedDict for LuaSharedDict<'_> {
+    fn name(&self) -> &str {
+        &self.handles.name
+    }
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let h = &self.handles;
+        let (value, err): (LuaValue, LuaValue) =
+            self.call("get", &h.get, (&h.dict, self.key(key)?))?;
+        match value {
+            LuaValue::Nil => match err {
+                LuaValue::String(err) => Err(self.fail("get", err.to_string_lossy())),
+                _ => Ok(None),
+            },
+            LuaValue::String(s) => Ok(Some(s.as_bytes().to_vec())),
+            LuaValue::Integer(i) => Ok(Some(i.to_string().into_bytes())),
+            LuaValue::Number(n) => Ok(Some(number_bytes(n))),
+            LuaValue::Boolean(b) => Ok(Some(b.to_string().into_bytes())),
+            other => Err(self.fail("get", format!("a {} value", other.type_name()))),
+        }
+    }
+    fn set(&mut self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let h = &self.handles;
+        let value = self.lua.create_string(value).map_err(Error::lua)?;
+        let (ok, err): (bool, Option<BString>) = self.call(
+            "set",
+            &h.set,
+            (&h.dict, self.key(key)?, value, ttl_seconds(ttl)),
+        )?;
+        if ok {
+            Ok(())
+        } else {
+            Err(self.fail("set", err.unwrap_or_default()))
+        }
+    }
+    fn add(&mut self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let h = &self.handles;
+        let value = self.lua.create_string(value).map_err(Error::lua)?;
+        let (ok, err): (bool, Option<BString>) = self.call(
+            "add",
+            &h.add,
+            (&h.dict, self.key(key)?, value, ttl_seconds(ttl)),
+        )?;
+        match (ok, err) {
+            (true, _) => Ok(true),
+            (false, Some(err)) if err == "exists" => Ok(false),
+            (false, err) => Err(self.fail("add", err.unwrap_or_default())),
+        }
+    }
+    fn incr(
+        &mut self,
+        key: &[u8],
+        by: i64,
+        init: Option<i64>,
+        ttl: Option<Duration>,
+    ) -> Result<i64> {
+        let h = &self.handles;
+        let ttl = ttl.map(|ttl| ttl_seconds(Some(ttl)));
+        let (value, err): (Option<f64>, Option<BString>) = self.call(
+            "incr",
+            &h.incr,
+            (
+                &h.dict,
+                self.key(key)?,
+                by as f64,
+                init.map(|i| i as f64),
+                ttl,
+            ),
+        )?;
+        match value {
+            Some(value) => Ok(value as i64),
+            None => Err(self.fail("incr", err.unwrap_or_default())),
+        }
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<()> {
+        let h = &self.handles;
+        let (ok, err): (bool, Option<BString>) =
+            self.call("delete", &h.delete, (&h.dict, self.key(key)?))?;
+        if ok {
+            Ok(())
+        } else {
+            Err(self.fail("delete", err.unwrap_or_default()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -806,5 +1060,133 @@ mod tests {
             let id = F::for_op(op).unwrap_or_else(|| panic!("no handle for kong.{path}"));
             assert_eq!(PATHS[id as usize], path);
         }
+    }
+
+    /// A `kong` global and an `ngx.shared` with ngx_lua's answers, in plain
+    /// LuaJIT (the gateway and Kong specs check the real ones).
+    const FAKE: &str = r#"
+        local ctx = {}
+        kong = {
+          client = {
+            get_consumer = function() return ctx.consumer end,
+            get_credential = function() return ctx.credential end,
+            authenticate = function(consumer, credential)
+              if consumer == nil and credential == nil then
+                error("either credential or consumer must be provided", 2)
+              end
+              ctx.consumer, ctx.credential = consumer, credential
+            end,
+          },
+          log = {
+            serialize = function()
+              if not ctx.log_phase then
+                error("function cannot be called in access phase (only in: log)", 2)
+              end
+              return { request = { querystring = {}, headers = { a = { "1", "2" } } },
+                       tries = { { ip = "127.0.0.1", port = 80 } }, nothing = ngx.null,
+                       f = print }
+            end,
+          },
+          ctx = { shared = {}, plugin = {} },
+        }
+        local store = {}
+        local dict = {}
+        function dict.get(self, key)
+          if key == "" then return nil, "empty key" end
+          return store[key]
+        end
+        function dict.set(self, key, value, ttl) store[key] = value return true end
+        function dict.add(self, key, value, ttl)
+          if store[key] ~= nil then return false, "exists" end
+          store[key] = value
+          return true
+        end
+        function dict.incr(self, key, by, init, ttl)
+          if ttl and not init then error('must provide "init" when providing "init_ttl"', 2) end
+          local v = store[key]
+          if v == nil then
+            if init == nil then return nil, "not found" end
+            v = init
+          elseif type(v) ~= "number" then
+            return nil, "not a number"
+          end
+          store[key] = v + by
+          return store[key]
+        end
+        function dict.delete(self, key) store[key] = nil return true end
+        ngx = { shared = { d = setmetatable({}, { __index = dict }) }, null = nil }
+        return function() ctx.log_phase = true end
+    "#;
+
+    #[test]
+    fn client_log_and_shared_dicts_through_lua() {
+        let lua = Lua::new();
+        let to_log: Function = lua.load(FAKE).eval().unwrap();
+        let cache = PdkCache::new(&lua);
+        let mut pdk = LuaPdk::new(&lua, &cache);
+        let kong: &mut dyn crate::Pdk = &mut pdk;
+
+        assert_eq!(kong.client().get_consumer().unwrap(), None);
+        let consumer = serde_json::json!({"id": "c1", "username": "alice", "tags": [], "x": null});
+        kong.client()
+            .authenticate(Some(&consumer), Some(&serde_json::json!({"id": "k"})))
+            .unwrap();
+        let got = kong.client().get_consumer().unwrap().unwrap();
+        assert_eq!(
+            (got.id.as_str(), got.name.as_deref()),
+            ("c1", Some("alice"))
+        );
+        // an empty array stays one only with cjson's array_mt (loaded in nginx)
+        assert_eq!(got.fields.len(), 3);
+        assert_eq!(kong.client().get_credential().unwrap().unwrap().id, "k");
+        let err = kong.client().authenticate(None, None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("either credential or consumer must be provided"),
+            "{err}"
+        );
+
+        let err = kong.log().serialize().unwrap_err();
+        assert!(err.to_string().contains("only in: log"), "{err}");
+        to_log.call::<()>(()).unwrap();
+        assert_eq!(
+            kong.log().serialize().unwrap(),
+            serde_json::json!({
+                "request": {"querystring": {}, "headers": {"a": ["1", "2"]}},
+                "tries": [{"ip": "127.0.0.1", "port": 80}],
+            })
+        );
+
+        let missing = kong.shared_dict("nope").err().unwrap();
+        assert!(missing.to_string().contains("\"nope\""), "{missing}");
+        let dict = kong.shared_dict("d").unwrap();
+        assert_eq!(dict.get(b"k").unwrap(), None);
+        dict.set(b"k", b"\xff", None).unwrap();
+        assert_eq!(dict.get(b"k").unwrap(), Some(vec![0xff]));
+        assert!(!dict.add(b"k", b"x", None).unwrap());
+        assert!(
+            dict.add(b"k2", b"x", Some(Duration::from_millis(1)))
+                .unwrap()
+        );
+        assert_eq!(dict.incr(b"n", 2, Some(40), None).unwrap(), 42);
+        assert_eq!(dict.get(b"n").unwrap(), Some(b"42".to_vec()));
+        assert_eq!(
+            dict.incr(b"m", 1, None, None).unwrap_err().to_string(),
+            "ngx.shared.d:incr: not found"
+        );
+        assert_eq!(
+            dict.incr(b"k", 1, None, None).unwrap_err().to_string(),
+            "ngx.shared.d:incr: not a number"
+        );
+        assert_eq!(
+            dict.get(b"").unwrap_err().to_string(),
+            "ngx.shared.d:get: empty key"
+        );
+        let err = dict
+            .incr(b"m", 1, None, Some(Duration::from_secs(1)))
+            .unwrap_err();
+        assert!(err.to_string().contains("must provide"), "{err}");
+        dict.delete(b"k").unwrap();
+        assert_eq!(dict.get(b"k").unwrap(), None);
     }
 }

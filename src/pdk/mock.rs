@@ -8,10 +8,15 @@
 
 use super::{
     Client, Ctx, Entity, Headers, Log, LogLevel, Nginx, QueryValue, Request, Response, Router,
-    ServiceRequest, ServiceResponse, Value, kong_header_value,
+    ServiceRequest, ServiceResponse, SharedDict, Value, kong_header_value, number_bytes,
+    ttl_seconds,
 };
-use crate::error::{Error, Result};
-use crate::plugin::{Flow, Plugin};
+use crate::error::{Error, ErrorKind, Result};
+use crate::plugin::{Flow, Phase, Plugin};
+use serde_json::{Map, Value as Json, json};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// A recording, canned PDK. Public fields are the state; set them up before a
 /// phase and read them after.
@@ -47,10 +52,24 @@ pub struct MockPdk {
     pub forwarded_ip: String,
     /// The client port.
     pub client_port: u16,
-    /// The authenticated consumer.
+    /// The authenticated consumer (see [`MockPdk::with_consumer`]); set by
+    /// `authenticate` as Kong sets it.
     pub consumer: Option<Entity>,
-    /// The credential used.
+    /// The credential used; set by `authenticate`.
     pub credential: Option<Entity>,
+    /// What `kong.log.serialize()` returns; `None`: a Kong-shaped object
+    /// built from this mock's request, response, route, service and
+    /// consumer (see [`MockPdk::default_serialized`]).
+    pub serialized: Option<Json>,
+    /// The phase running, set by [`run_request`] (`None` outside it). When
+    /// set, the calls Kong allows in one phase only check it with Kong's
+    /// message: `client.authenticate` (access) and `log.serialize` (log).
+    /// Other calls are not phase-checked by the mock (use
+    /// [`MockPdk::fail`]).
+    pub phase: Option<Phase>,
+    /// The shared dicts (`ngx.shared`): none unless declared with
+    /// [`MockPdk::with_shared_dict`]. Clones share them, as workers do.
+    pub shared_dicts: MockSharedDicts,
     /// The matched route.
     pub route: Option<Entity>,
     /// The matched service.
@@ -83,9 +102,12 @@ pub struct MockPdk {
     pub subsystem: String,
     /// Every `kong.log.*` line.
     pub logs: Vec<(LogLevel, String)>,
-    /// Every PDK call, in order, as `"namespace.function"`.
+    /// Every PDK call, in order, as `"namespace.function"` (shared dict
+    /// calls: `"shared_dict"` when one is opened).
     pub calls: Vec<&'static str>,
     failures: Vec<(&'static str, String)>,
+    // The dict `shared_dict` handed out last.
+    open_dict: Option<MockSharedDict>,
 }
 
 impl Default for MockPdk {
@@ -107,12 +129,7 @@ impl MockPdk {
             Some((path, query)) => (path, query),
             None => (path_with_query, ""),
         };
-        let entity = |id: &str| {
-            Some(Entity {
-                id: id.to_string(),
-                name: Some("test".to_string()),
-            })
-        };
+        let entity = |id: &str| Some(Entity::new(id, Some("test")));
         MockPdk {
             method: method.to_string(),
             path: path.as_bytes().to_vec(),
@@ -130,6 +147,9 @@ impl MockPdk {
             client_port: 40000,
             consumer: None,
             credential: None,
+            serialized: None,
+            phase: None,
+            shared_dicts: MockSharedDicts::default(),
             route: entity("00000000-0000-4000-8000-000000000001"),
             service: entity("00000000-0000-4000-8000-000000000002"),
             status: 200,
@@ -148,6 +168,118 @@ impl MockPdk {
             logs: Vec::new(),
             calls: Vec::new(),
             failures: Vec::new(),
+            open_dict: None,
+        }
+    }
+
+    /// Sets the authenticated consumer from its JSON (as the Admin API
+    /// returns it: `{"id": …, "username": …}`); `null` fields are dropped,
+    /// as Kong's entities have none.
+    pub fn with_consumer(mut self, consumer: Json) -> MockPdk {
+        self.consumer = Some(entity_of(&consumer, "username"));
+        self
+    }
+
+    /// Declares an empty shared dict `name` (`lua_shared_dict`), shared
+    /// with every clone of this mock.
+    pub fn with_shared_dict(self, name: &str) -> MockPdk {
+        self.shared_dicts.declare(name);
+        self
+    }
+
+    /// What `serialize()` returns when [`MockPdk::serialized`] is `None`:
+    /// Kong's shape (kong/pdk/log.lua) from the mock's state — `request`
+    /// (`method`, `uri`, `url`, `headers` with `authorization` redacted,
+    /// `querystring`), `upstream_uri`, `response` (`status`, `headers`),
+    /// `route`, `service`, `consumer`, `authenticated_entity`, `client_ip`,
+    /// `started_at`, `source`, zero `latencies`, empty `tries`. Sizes,
+    /// request id and workspace are left out.
+    pub fn default_serialized(&self) -> Json {
+        let mut uri = self.path.clone();
+        if !self.query.is_empty() {
+            uri.push(b'?');
+            uri.extend_from_slice(&self.query);
+        }
+        let uri = String::from_utf8_lossy(&uri).into_owned();
+        let mut upstream_uri = self.upstream_path.clone();
+        if !self.upstream_query.is_empty() {
+            upstream_uri.push(b'?');
+            upstream_uri.extend_from_slice(&self.upstream_query);
+        }
+        let mut request_headers = header_map(&self.request_headers, true);
+        for secret in ["authorization", "proxy-authorization"] {
+            if let Some(value) = request_headers.get_mut(secret) {
+                *value = json!("REDACTED");
+            }
+        }
+        let mut querystring = Map::new();
+        for (name, value) in parse_query(&self.query) {
+            let value = match value {
+                QueryValue::Flag => Json::Bool(true),
+                QueryValue::Value(v) => Json::String(String::from_utf8_lossy(&v).into_owned()),
+            };
+            multi_insert(
+                &mut querystring,
+                String::from_utf8_lossy(&name).into_owned(),
+                value,
+            );
+        }
+        let mut root = json!({
+            "request": {
+                "method": self.method,
+                "uri": uri,
+                "url": format!("{}://{}:{}{}", self.scheme, self.host, self.port, uri),
+                "headers": request_headers,
+                "querystring": querystring,
+            },
+            "upstream_uri": String::from_utf8_lossy(&upstream_uri),
+            "response": {
+                "status": self.status,
+                "headers": header_map(&self.response_headers, false),
+            },
+            "latencies": { "kong": 0, "proxy": 0, "request": 0, "receive": 0 },
+            "tries": [],
+            "client_ip": self.forwarded_ip,
+            "started_at": self.start_time as i64,
+            "source": if self.service_status.is_some() { "upstream" } else { "kong" },
+        });
+        let object = root.as_object_mut().expect("an object");
+        for (key, entity) in [
+            ("route", &self.route),
+            ("service", &self.service),
+            ("consumer", &self.consumer),
+        ] {
+            if let Some(entity) = entity {
+                object.insert(key.into(), entity.to_json());
+            }
+        }
+        if let Some(credential) = &self.credential {
+            let consumer_id = credential
+                .field("consumer_id")
+                .cloned()
+                .or_else(|| self.consumer.as_ref().map(|c| json!(c.id)));
+            let mut entity = Map::new();
+            entity.insert("id".into(), json!(credential.id));
+            if let Some(consumer_id) = consumer_id {
+                entity.insert("consumer_id".into(), consumer_id);
+            }
+            object.insert("authenticated_entity".into(), Json::Object(entity));
+        }
+        root
+    }
+
+    /// Kong's phase check for a call allowed in `allowed` only.
+    fn check_phase(&self, allowed: Phase) -> Result<()> {
+        match self.phase {
+            Some(phase) if phase != allowed => Err(Error::new(
+                ErrorKind::Pdk,
+                format!(
+                    "function cannot be called in {} phase (only in: {})",
+                    phase.name(),
+                    allowed.name()
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -208,18 +340,28 @@ impl MockPdk {
 /// # Errors
 /// The constructor's or a phase's error, as the bridge would log it.
 pub fn run_request<P: Plugin>(config: P::Config, kong: &mut MockPdk) -> Result<Flow> {
+    let result = run_phases::<P>(config, kong);
+    kong.phase = None;
+    result
+}
+
+fn run_phases<P: Plugin>(config: P::Config, kong: &mut MockPdk) -> Result<Flow> {
     let plugin = P::new(config)?;
     let mut state = P::State::default();
     if kong.subsystem == "stream" {
+        kong.phase = Some(Phase::Preread);
         let flow = plugin.preread(kong, &mut state)?;
         if let Flow::Exit(exit) = &flow {
             kong.status = exit.status;
         }
+        kong.phase = Some(Phase::Log);
         plugin.log(kong, &mut state)?;
         return Ok(flow);
     }
+    kong.phase = Some(Phase::Rewrite);
     let mut flow = plugin.rewrite(kong, &mut state)?;
     if flow == Flow::Continue {
+        kong.phase = Some(Phase::Access);
         flow = plugin.access(kong, &mut state)?;
     }
     match &flow {
@@ -233,9 +375,52 @@ pub fn run_request<P: Plugin>(config: P::Config, kong: &mut MockPdk) -> Result<F
             }
         }
     }
+    kong.phase = Some(Phase::HeaderFilter);
     plugin.header_filter(kong, &mut state)?;
+    kong.phase = Some(Phase::Log);
     plugin.log(kong, &mut state)?;
     Ok(flow)
+}
+
+/// Kong's header table: name -> value, or an array of values.
+fn header_map(headers: &Headers, lower: bool) -> Map<String, Json> {
+    let mut map = Map::new();
+    for (name, value) in headers {
+        let name = if lower {
+            name.to_ascii_lowercase()
+        } else {
+            name.clone()
+        };
+        let value = Json::String(String::from_utf8_lossy(value).into_owned());
+        multi_insert(&mut map, name, value);
+    }
+    map
+}
+
+fn multi_insert(map: &mut Map<String, Json>, key: String, value: Json) {
+    match map.get_mut(&key) {
+        None => {
+            map.insert(key, value);
+        }
+        Some(Json::Array(values)) => values.push(value),
+        Some(first) => *first = Json::Array(vec![first.take(), value]),
+    }
+}
+
+/// An entity from JSON as the Lua PDK reads it back: an object without its
+/// `null` fields.
+fn entity_of(json: &Json, name_field: &str) -> Entity {
+    match json {
+        Json::Object(fields) => {
+            let fields = fields
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Entity::from_fields(fields, name_field)
+        }
+        _ => Entity::default(),
+    }
 }
 
 fn first<'a>(headers: &'a Headers, name: &str) -> Option<&'a [u8]> {
@@ -285,6 +470,14 @@ impl Log for MockPdk {
         self.enter("log")?;
         self.logs.push((level, message.to_string()));
         Ok(())
+    }
+    fn serialize(&mut self) -> Result<Json> {
+        self.enter("log.serialize")?;
+        self.check_phase(Phase::Log)?;
+        Ok(match &self.serialized {
+            Some(value) => value.clone(),
+            None => self.default_serialized(),
+        })
     }
 }
 
@@ -491,6 +684,28 @@ impl Client for MockPdk {
         self.enter("client.get_credential")?;
         Ok(self.credential.clone())
     }
+    fn authenticate(&mut self, consumer: Option<&Json>, credential: Option<&Json>) -> Result<()> {
+        self.enter("client.authenticate")?;
+        self.check_phase(Phase::Access)?;
+        fn table_or_nil(value: Option<&Json>) -> std::result::Result<Option<&Json>, ()> {
+            match value {
+                None | Some(Json::Null) => Ok(None),
+                Some(value @ (Json::Object(_) | Json::Array(_))) => Ok(Some(value)),
+                Some(_) => Err(()),
+            }
+        }
+        let pdk_error = |message: &str| Error::new(ErrorKind::Pdk, message);
+        let consumer =
+            table_or_nil(consumer).map_err(|()| pdk_error("consumer must be a table or nil"))?;
+        let credential = table_or_nil(credential)
+            .map_err(|()| pdk_error("credential must be a table or nil"))?;
+        if consumer.is_none() && credential.is_none() {
+            return Err(pdk_error("either credential or consumer must be provided"));
+        }
+        self.consumer = consumer.map(|c| entity_of(c, "username"));
+        self.credential = credential.map(|c| entity_of(c, "name"));
+        Ok(())
+    }
 }
 
 impl Ctx for MockPdk {
@@ -529,5 +744,389 @@ impl Router for MockPdk {
     fn get_service(&mut self) -> Result<Option<Entity>> {
         self.enter("router.get_service")?;
         Ok(self.service.clone())
+    }
+}
+
+impl MockPdk {
+    /// `ngx.shared[name]`, for `Pdk::shared_dict`.
+    fn open_shared_dict(&mut self, name: &str) -> Result<&mut dyn SharedDict> {
+        self.enter("shared_dict")?;
+        if !self.shared_dicts.lock().dicts.contains_key(name) {
+            return Err(Error::new(
+                ErrorKind::Pdk,
+                format!(
+                    "no shared dict named {name:?} (declare it with MockPdk::with_shared_dict)"
+                ),
+            ));
+        }
+        let dict = MockSharedDict {
+            dicts: self.shared_dicts.clone(),
+            name: name.to_string(),
+        };
+        Ok(self.open_dict.insert(dict))
+    }
+}
+
+/// The shared dicts of [`MockPdk`] (`ngx.shared`), with a clock of their
+/// own: it starts at zero and moves only with [`MockSharedDicts::advance`],
+/// so a test decides exactly when a ttl runs out (a key expires when the
+/// clock reaches its expiry, as in nginx). Cloning shares the dicts (a
+/// handle), so several mocks, i.e. requests or workers, can share them.
+#[derive(Clone, Debug, Default)]
+pub struct MockSharedDicts {
+    state: Arc<Mutex<DictsState>>,
+}
+
+#[derive(Debug, Default)]
+struct DictsState {
+    now: Duration,
+    dicts: BTreeMap<String, BTreeMap<Vec<u8>, Entry>>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    value: Stored,
+    expires: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+enum Stored {
+    Bytes(Vec<u8>),
+    Number(f64),
+}
+
+impl DictsState {
+    /// Dict `name`'s live entries (expired ones dropped).
+    fn dict(&mut self, name: &str) -> &mut BTreeMap<Vec<u8>, Entry> {
+        let now = self.now;
+        let dict = self.dicts.entry(name.to_string()).or_default();
+        dict.retain(|_, entry| entry.expires.is_none_or(|at| at > now));
+        dict
+    }
+
+    fn expiry(&self, ttl: Option<Duration>) -> Option<Duration> {
+        let seconds = ttl_seconds(ttl);
+        (seconds > 0.0).then(|| self.now + Duration::from_secs_f64(seconds))
+    }
+}
+
+impl MockSharedDicts {
+    /// No dicts, the clock at zero.
+    pub fn new() -> MockSharedDicts {
+        MockSharedDicts::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DictsState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Declares dict `name` (empty), unless it exists.
+    pub fn declare(&self, name: &str) {
+        self.lock().dicts.entry(name.to_string()).or_default();
+    }
+
+    /// Moves the dicts' clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        self.lock().now += by;
+    }
+
+    /// The dicts' clock: the time advanced so far.
+    pub fn now(&self) -> Duration {
+        self.lock().now
+    }
+
+    /// What `get(key)` on dict `name` would read, without recording a call
+    /// (`None` also when there is no such dict).
+    pub fn value(&self, name: &str, key: &[u8]) -> Option<Vec<u8>> {
+        let mut state = self.lock();
+        if !state.dicts.contains_key(name) {
+            return None;
+        }
+        state.dict(name).get(key).map(|entry| match &entry.value {
+            Stored::Bytes(bytes) => bytes.clone(),
+            Stored::Number(n) => number_bytes(*n),
+        })
+    }
+}
+
+/// One dict of [`MockSharedDicts`], as `shared_dict` hands it out.
+#[derive(Clone, Debug)]
+struct MockSharedDict {
+    dicts: MockSharedDicts,
+    name: String,
+}
+
+impl super::sealed::Sealed for MockSharedDict {}
+
+impl MockSharedDict {
+    fn check_key(&self, method: &str, key: &[u8]) -> Result<()> {
+        let err = match key.len() {
+            0 => "empty key",
+            65536.. => "key too long",
+            _ => return Ok(()),
+        };
+        Err(self.fail(method, err))
+    }
+
+    fn fail(&self, method: &str, err: &str) -> Error {
+        Error::new(
+            ErrorKind::Pdk,
+            format!("ngx.shared.{}:{method}: {err}", self.name),
+        )
+    }
+}
+
+impl SharedDict for MockSharedDict {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_key("get", key)?;
+        Ok(self.dicts.value(&self.name, key))
+    }
+    fn set(&mut self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.check_key("set", key)?;
+        let mut state = self.dicts.lock();
+        let expires = state.expiry(ttl);
+        let entry = Entry {
+            value: Stored::Bytes(value.to_vec()),
+            expires,
+        };
+        state.dict(&self.name).insert(key.to_vec(), entry);
+        Ok(())
+    }
+    fn add(&mut self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.check_key("add", key)?;
+        let mut state = self.dicts.lock();
+        let expires = state.expiry(ttl);
+        let dict = state.dict(&self.name);
+        if dict.contains_key(key) {
+            return Ok(false);
+        }
+        let entry = Entry {
+            value: Stored::Bytes(value.to_vec()),
+            expires,
+        };
+        dict.insert(key.to_vec(), entry);
+        Ok(true)
+    }
+    fn incr(
+        &mut self,
+        key: &[u8],
+        by: i64,
+        init: Option<i64>,
+        ttl: Option<Duration>,
+    ) -> Result<i64> {
+        self.check_key("incr", key)?;
+        if ttl.is_some() && init.is_none() {
+            return Err(self.fail("incr", "must provide \"init\" when providing \"init_ttl\""));
+        }
+        let mut state = self.dicts.lock();
+        let expires = state.expiry(ttl);
+        let dict = state.dict(&self.name);
+        let entry = match (dict.get_mut(key), init) {
+            (Some(entry), _) => entry,
+            (None, Some(init)) => dict.entry(key.to_vec()).or_insert(Entry {
+                value: Stored::Number(init as f64),
+                expires,
+            }),
+            (None, None) => return Err(self.fail("incr", "not found")),
+        };
+        match &mut entry.value {
+            Stored::Number(n) => {
+                *n += by as f64;
+                Ok(*n as i64)
+            }
+            Stored::Bytes(_) => Err(self.fail("incr", "not a number")),
+        }
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.check_key("delete", key)?;
+        self.dicts.lock().dict(&self.name).remove(key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Pdk;
+
+    fn k(mock: &mut MockPdk) -> &mut dyn Pdk {
+        mock
+    }
+
+    #[test]
+    fn authenticate_sets_the_consumer_and_credential_with_kong_errors() {
+        let mut kong = MockPdk::get("/");
+        let consumer = json!({"id": "c1", "username": "alice", "custom_id": null, "tags": ["a"]});
+        let credential = json!({"id": "k1", "consumer_id": "c1"});
+        k(&mut kong)
+            .client()
+            .authenticate(Some(&consumer), Some(&credential))
+            .unwrap();
+        let got = k(&mut kong).client().get_consumer().unwrap().unwrap();
+        assert_eq!(got.id, "c1");
+        assert_eq!(got.name.as_deref(), Some("alice"));
+        assert_eq!(got.field("tags"), Some(&json!(["a"])));
+        assert_eq!(got.field("custom_id"), None, "null fields are dropped");
+        let cred = k(&mut kong).client().get_credential().unwrap().unwrap();
+        assert_eq!(cred.field("consumer_id"), Some(&json!("c1")));
+        // a credential alone clears the consumer, as on Kong
+        k(&mut kong)
+            .client()
+            .authenticate(None, Some(&json!({"id": "k2"})))
+            .unwrap();
+        assert_eq!(k(&mut kong).client().get_consumer().unwrap(), None);
+
+        let err = |r: Result<()>| r.unwrap_err().to_string();
+        assert_eq!(
+            err(k(&mut kong).client().authenticate(None, None)),
+            "either credential or consumer must be provided"
+        );
+        assert_eq!(
+            err(k(&mut kong)
+                .client()
+                .authenticate(Some(&json!("bob")), None)),
+            "consumer must be a table or nil"
+        );
+        assert_eq!(
+            err(k(&mut kong).client().authenticate(None, Some(&json!(42)))),
+            "credential must be a table or nil"
+        );
+        kong.phase = Some(Phase::HeaderFilter);
+        assert_eq!(
+            err(k(&mut kong).client().authenticate(Some(&consumer), None)),
+            "function cannot be called in header_filter phase (only in: access)"
+        );
+    }
+
+    #[test]
+    fn serialize_is_configurable_and_log_phase_only() {
+        let mut kong = MockPdk::get("/p?a=1&a=2&f")
+            .with_header("Authorization", "secret")
+            .with_consumer(json!({"id": "c1", "username": "alice"}));
+        kong.phase = Some(Phase::Access);
+        let err = k(&mut kong).log().serialize().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "function cannot be called in access phase (only in: log)"
+        );
+        kong.phase = Some(Phase::Log);
+        let s = k(&mut kong).log().serialize().unwrap();
+        assert_eq!(s["request"]["method"], "GET");
+        assert_eq!(s["request"]["uri"], "/p?a=1&a=2&f");
+        assert_eq!(s["request"]["url"], "http://localhost:8000/p?a=1&a=2&f");
+        assert_eq!(s["request"]["headers"]["authorization"], "REDACTED");
+        assert_eq!(
+            s["request"]["querystring"],
+            json!({"a": ["1", "2"], "f": true})
+        );
+        assert_eq!(s["response"]["status"], 200);
+        assert_eq!(s["consumer"], json!({"id": "c1", "username": "alice"}));
+        assert_eq!(s["route"]["id"], "00000000-0000-4000-8000-000000000001");
+        assert_eq!(s["source"], "kong");
+        kong.serialized = Some(json!({"custom": true}));
+        assert_eq!(
+            k(&mut kong).log().serialize().unwrap(),
+            json!({"custom": true})
+        );
+    }
+
+    #[test]
+    fn shared_dicts_store_bytes_count_and_expire_on_the_mock_clock() {
+        let mut kong = MockPdk::get("/").with_shared_dict("cache");
+        let err = k(&mut kong).shared_dict("nope").err().unwrap();
+        assert!(err.to_string().contains("\"nope\""), "{err}");
+
+        let dict = k(&mut kong).shared_dict("cache").unwrap();
+        assert_eq!(dict.name(), "cache");
+        assert_eq!(dict.get(b"k").unwrap(), None);
+        dict.set(b"k", b"\xffv", Some(Duration::from_secs(2)))
+            .unwrap();
+        assert_eq!(dict.get(b"k").unwrap(), Some(b"\xffv".to_vec()));
+        assert!(!dict.add(b"k", b"other", None).unwrap());
+        assert_eq!(dict.incr(b"n", 1, Some(0), None).unwrap(), 1);
+        assert_eq!(dict.incr(b"n", 41, None, None).unwrap(), 42);
+        assert_eq!(dict.get(b"n").unwrap(), Some(b"42".to_vec()));
+        let not_found = dict.incr(b"missing", 1, None, None).unwrap_err();
+        assert_eq!(not_found.to_string(), "ngx.shared.cache:incr: not found");
+        let nan = dict.incr(b"k", 1, Some(0), None).unwrap_err();
+        assert_eq!(nan.to_string(), "ngx.shared.cache:incr: not a number");
+        let ttl = dict
+            .incr(b"x", 1, None, Some(Duration::from_secs(1)))
+            .unwrap_err();
+        assert!(ttl.to_string().contains("must provide \"init\""), "{ttl}");
+        assert!(dict.get(b"").is_err());
+
+        // another request (a clone) sees the same dicts
+        let mut other = kong.clone();
+        let dicts = kong.shared_dicts.clone();
+        dicts.advance(Duration::from_millis(1999));
+        let dict = k(&mut other).shared_dict("cache").unwrap();
+        assert_eq!(dict.get(b"k").unwrap(), Some(b"\xffv".to_vec()));
+        dicts.advance(Duration::from_millis(1));
+        assert_eq!(dict.get(b"k").unwrap(), None, "expired at 2 s");
+        assert!(dict.add(b"k", b"again", Some(Duration::ZERO)).unwrap());
+        dicts.advance(Duration::from_millis(1));
+        assert_eq!(dict.get(b"k").unwrap(), None, "a zero ttl is 1 ms");
+        dict.delete(b"n").unwrap();
+        assert_eq!(dicts.value("cache", b"n"), None);
+        assert!(other.calls.contains(&"shared_dict"));
+    }
+
+    /// Authenticates in access, tries again in header_filter, serializes in
+    /// log.
+    struct Auth;
+
+    impl Plugin for Auth {
+        type Config = ();
+        type State = Vec<String>;
+        const NAME: &'static str = "auth";
+        const VERSION: &'static str = "0.1.0";
+        const PRIORITY: i32 = 1000;
+        const PHASES: &'static [Phase] = &[Phase::Access, Phase::HeaderFilter, Phase::Log];
+
+        fn new((): ()) -> Result<Self> {
+            Ok(Auth)
+        }
+        fn access(&self, kong: &mut dyn Pdk, state: &mut Vec<String>) -> Result<Flow> {
+            let consumer = json!({"id": "c1", "username": "alice"});
+            kong.client().authenticate(Some(&consumer), None)?;
+            if let Err(e) = kong.log().serialize() {
+                state.push(e.to_string());
+            }
+            Ok(Flow::Continue)
+        }
+        fn header_filter(&self, kong: &mut dyn Pdk, state: &mut Vec<String>) -> Result<()> {
+            let consumer = kong.client().get_consumer()?.map(|c| c.to_json());
+            if let Err(e) = kong.client().authenticate(consumer.as_ref(), None) {
+                state.push(e.to_string());
+            }
+            Ok(())
+        }
+        fn log(&self, kong: &mut dyn Pdk, state: &mut Vec<String>) -> Result<()> {
+            let serialized = kong.log().serialize()?;
+            let line = format!(
+                "{} {}",
+                serialized["consumer"]["username"],
+                state.join("; ")
+            );
+            kong.log().info(&line)
+        }
+    }
+
+    #[test]
+    fn run_request_sets_the_phase_for_the_phase_checked_calls() {
+        let mut kong = MockPdk::get("/");
+        assert_eq!(run_request::<Auth>((), &mut kong).unwrap(), Flow::Continue);
+        assert_eq!(
+            kong.logs_at(LogLevel::Info),
+            [
+                "\"alice\" function cannot be called in access phase (only in: log); \
+                 function cannot be called in header_filter phase (only in: access)"
+            ]
+        );
+        assert_eq!(kong.phase, None);
     }
 }

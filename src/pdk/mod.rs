@@ -42,11 +42,14 @@
 //! `kong.*` calls as above.
 
 pub(crate) mod actions;
+pub(crate) mod json;
 pub(crate) mod lua;
 pub mod mock;
 pub(crate) mod ngx;
 
 use crate::error::Result;
+use serde_json::{Map, Value as Json};
+use std::time::Duration;
 
 /// Header name/value pairs. Names are as Kong reports them (lower-case for
 /// request headers); a header sent several times appears once per value.
@@ -100,6 +103,15 @@ pub trait Pdk: sealed::Sealed {
     fn nginx(&mut self) -> &mut dyn Nginx;
     /// `kong.router`.
     fn router(&mut self) -> &mut dyn Router;
+    /// `ngx.shared[name]`: the `lua_shared_dict` called `name`, shared by
+    /// every worker of this nginx (see [`SharedDict`]). Kong declares
+    /// `kong`, `kong_db_cache`, `kong_rate_limiting_counters`, … for its own
+    /// use; a plugin's own dict is declared in kong.conf with
+    /// `nginx_http_lua_shared_dict = <name> <size>`.
+    ///
+    /// # Errors
+    /// When nginx has no shared dict called `name` (the message names it).
+    fn shared_dict(&mut self, name: &str) -> Result<&mut dyn SharedDict>;
 }
 
 /// Implements [`Pdk`] for a type that implements every namespace trait
@@ -134,6 +146,12 @@ macro_rules! namespaces {
             }
             fn router(&mut self) -> &mut dyn $crate::pdk::Router {
                 self
+            }
+            fn shared_dict(
+                &mut self,
+                name: &str,
+            ) -> $crate::error::Result<&mut dyn $crate::pdk::SharedDict> {
+                self.open_shared_dict(name)
             }
         }
     };
@@ -211,6 +229,27 @@ pub trait Log: sealed::Sealed {
     fn debug(&mut self, message: &str) -> Result<()> {
         self.log(LogLevel::Debug, message)
     }
+
+    /// `kong.log.serialize()`: what Kong's logging plugins log about the
+    /// request (request, response, latencies, route, service, consumer,
+    /// `authenticated_entity`, …, with values added by
+    /// `kong.log.set_serialize_value`), as JSON. Kong allows it in the `log`
+    /// phase only.
+    ///
+    /// The Lua table becomes JSON as `cjson.encode` would write it: a table
+    /// whose keys are 1..n (or that carries cjson's `array_mt`) is an array,
+    /// any other non-empty table an object, an empty one `{}` (`[]` with
+    /// cjson's array metatables or `cjson.empty_array`); `ngx.null` is
+    /// `null`; integral numbers are integers; non-numeric-or-string keys,
+    /// functions and userdata are left out (`null` inside an array); a
+    /// string that is not UTF-8 is `{"base64": "…"}` (lossless, as
+    /// `rs-file-log` writes bytes); an object key that is not UTF-8 is
+    /// converted lossily (U+FFFD).
+    ///
+    /// # Errors
+    /// Outside the `log` phase, Kong's `function cannot be called in access
+    /// phase (only in: log)`; when the table nests deeper than 100 levels.
+    fn serialize(&mut self) -> Result<Json>;
 }
 
 /// A query-string argument's value (`kong.request.get_query_arg`).
@@ -327,13 +366,75 @@ pub trait ServiceResponse: sealed::Sealed {
     fn get_raw_body(&mut self) -> Result<Option<Vec<u8>>>;
 }
 
-/// A Kong entity reference: id and optional name (routes, services, consumers, credentials).
+/// A Kong entity: its id, its name and, for consumers and credentials,
+/// every field it has (routes, services, consumers, credentials).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Entity {
-    /// The entity's UUID.
+    /// The entity's UUID (empty when the table has no string `id`).
     pub id: String,
     /// Its `name` (`username` for consumers), when it has one.
     pub name: Option<String>,
+    /// Every field of the entity as Kong holds it (`id`, `username`,
+    /// `custom_id`, `created_at`, `tags`, … for a consumer; whatever the
+    /// authenticating plugin gave for a credential), converted as
+    /// [`Log::serialize`] converts tables. Filled by
+    /// [`Client::get_consumer`] and [`Client::get_credential`]; empty for
+    /// [`Router::get_route`] and [`Router::get_service`], which are read on
+    /// hot paths and give `id` and `name` only.
+    pub fields: Map<String, Json>,
+}
+
+impl Entity {
+    /// An entity with `id` and `name` and no other field.
+    pub fn new(id: impl Into<String>, name: Option<&str>) -> Entity {
+        Entity {
+            id: id.into(),
+            name: name.map(str::to_string),
+            fields: Map::new(),
+        }
+    }
+
+    /// The entity whose fields are `fields`: `id` and `name` are read from
+    /// the `id` and `name_field` fields (`"username"` for a consumer)
+    /// when they are strings.
+    pub fn from_fields(fields: Map<String, Json>, name_field: &str) -> Entity {
+        let text = |key: &str| fields.get(key).and_then(Json::as_str).map(str::to_string);
+        Entity {
+            id: text("id").unwrap_or_default(),
+            name: text(name_field),
+            fields,
+        }
+    }
+
+    /// A consumer from its JSON, e.g. as the Admin API returns it
+    /// (`{"id": …, "username": …, "created_at": …}`); the name is the
+    /// `username`. A value that is not an object gives an empty entity.
+    pub fn consumer(json: Json) -> Entity {
+        match json {
+            Json::Object(fields) => Entity::from_fields(fields, "username"),
+            _ => Entity::default(),
+        }
+    }
+
+    /// The value of field `name`, if the entity has it.
+    pub fn field(&self, name: &str) -> Option<&Json> {
+        self.fields.get(name)
+    }
+
+    /// The entity as a JSON object, e.g. for
+    /// [`Client::authenticate`]: its fields, or `{"id", "name"}` when it
+    /// has none.
+    pub fn to_json(&self) -> Json {
+        if !self.fields.is_empty() {
+            return Json::Object(self.fields.clone());
+        }
+        let mut fields = Map::new();
+        fields.insert("id".into(), Json::String(self.id.clone()));
+        if let Some(name) = &self.name {
+            fields.insert("name".into(), Json::String(name.clone()));
+        }
+        Json::Object(fields)
+    }
 }
 
 /// `kong.client`: the connection and the authenticated consumer.
@@ -346,10 +447,38 @@ pub trait Client: sealed::Sealed {
     fn get_forwarded_ip(&mut self) -> Result<String>;
     /// `get_port()`: the peer port.
     fn get_port(&mut self) -> Result<u16>;
-    /// `get_consumer()`: the authenticated consumer (`name` is its username).
+    /// `get_consumer()`: the authenticated consumer (`name` is its
+    /// username), with all its fields in [`Entity::fields`]. Kong allows it
+    /// from `access` on.
     fn get_consumer(&mut self) -> Result<Option<Entity>>;
-    /// `get_credential()`: the credential that authenticated it.
+    /// `get_credential()`: the credential that authenticated it (`name` is
+    /// its `name` field, if any), with all its fields in
+    /// [`Entity::fields`].
     fn get_credential(&mut self) -> Result<Option<Entity>>;
+    /// `authenticate(consumer, credential)`: makes `consumer` (a consumer
+    /// entity, at least its `id`, e.g. as the Admin API returns it) and/or
+    /// `credential` (a table of the authenticating plugin's; Kong's log
+    /// serializer reads its `id` and `consumer_id`) the request's
+    /// authenticated ones, as an authentication plugin does. `None`
+    /// clears that one. Kong then runs the plugins configured for that
+    /// consumer (by its `id`) and `get_consumer`/`get_credential` return
+    /// them. Kong does not look the consumer up: a plugin that only knows a
+    /// username or key must find the entity itself (Kong's
+    /// `kong.client.load_consumer` reads the database and may yield, so it
+    /// is not offered here).
+    ///
+    /// JSON becomes Lua as `cjson.decode` would make it, except that an
+    /// object's `null` fields are left out (Kong's entities carry none)
+    /// and arrays get cjson's `array_mt`. Does not yield: it sets
+    /// `ngx.ctx` fields. Pending deferred writes are applied first.
+    ///
+    /// # Errors
+    /// Kong's: outside the `access` phase (`function cannot be called in
+    /// header_filter phase (only in: access)`); both `None` (`either
+    /// credential or consumer must be provided`); a value that is not an
+    /// object or array (`consumer must be a table or nil`, `credential must
+    /// be a table or nil`).
+    fn authenticate(&mut self, consumer: Option<&Json>, credential: Option<&Json>) -> Result<()>;
 }
 
 /// A value stored in `kong.ctx`, shared with Lua plugins.
@@ -422,4 +551,79 @@ pub trait Router: sealed::Sealed {
     fn get_route(&mut self) -> Result<Option<Entity>>;
     /// `get_service()`: the matched route's service.
     fn get_service(&mut self) -> Result<Option<Entity>>;
+}
+
+/// `ngx.shared.DICT`: a `lua_shared_dict`, one memory zone shared by every
+/// worker of this nginx (and kept across `kong reload`), for counters,
+/// locks and small caches. No call yields.
+///
+/// Keys and values are bytes. A value stored as a number (by
+/// [`incr`](SharedDict::incr), or by Lua code) reads back as its decimal
+/// text (`b"42"`; integral numbers without a fraction, others in Rust's
+/// shortest form, e.g. `b"0.5"`), a boolean stored by Lua as `b"true"` or
+/// `b"false"`.
+///
+/// A `ttl` of `None` never expires; `Some(ttl)` expires after `ttl`,
+/// rounded up to whole milliseconds (ngx.shared's resolution; a zero or
+/// sub-millisecond `ttl` is 1 ms, since ngx.shared's 0 would mean
+/// "never"). An expired key reads as missing.
+///
+/// Every method's `# Errors`: what `ngx.shared` answers with `nil, err`
+/// (`"no memory"` when the zone is full and nothing can be evicted,
+/// `"key too long"` above 65535 bytes, `"empty key"`), as an `Err` naming
+/// the dict and the method.
+pub trait SharedDict: sealed::Sealed {
+    /// The dict's name.
+    fn name(&self) -> &str;
+    /// `dict:get(key)`: the value, `None` when the key is missing or
+    /// expired.
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// `dict:set(key, value, ttl)`: stores `value`, replacing any value
+    /// (evicting least recently used keys when the zone is full).
+    fn set(&mut self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()>;
+    /// `dict:add(key, value, ttl)`: stores `value` only when the key is
+    /// missing (or expired); `false` when it exists (ngx.shared's
+    /// `"exists"`), so it can serve as a lock.
+    fn add(&mut self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool>;
+    /// `dict:incr(key, by, init, ttl)`: adds `by` to the number stored at
+    /// `key` and returns the result. A missing key starts at `init` (and
+    /// then expires after `ttl`, ngx.shared's `init_ttl`; an existing key
+    /// keeps its expiry). Numbers are Lua numbers (doubles): exact up to
+    /// 2^53.
+    ///
+    /// Errors (besides the common ones): a missing key without `init`
+    /// (`"not found"`), a value that is not a number (`"not a number"`),
+    /// a `ttl` without `init` (ngx.shared's `must provide "init" when
+    /// providing "init_ttl"`).
+    fn incr(
+        &mut self,
+        key: &[u8],
+        by: i64,
+        init: Option<i64>,
+        ttl: Option<Duration>,
+    ) -> Result<i64>;
+    /// `dict:delete(key)`: removes the key (nothing when it is missing).
+    fn delete(&mut self, key: &[u8]) -> Result<()>;
+}
+
+/// A ttl as ngx.shared's seconds: `0` (never) for `None`, otherwise at
+/// least one millisecond, rounded up to whole milliseconds.
+pub(crate) fn ttl_seconds(ttl: Option<Duration>) -> f64 {
+    match ttl {
+        None => 0.0,
+        Some(ttl) => {
+            let ms = ttl.as_nanos().div_ceil(1_000_000).max(1);
+            ms as f64 / 1000.0
+        }
+    }
+}
+
+/// A number as a shared dict value reads back: integral ones as integers,
+/// others in Rust's shortest round-trip form.
+pub(crate) fn number_bytes(n: f64) -> Vec<u8> {
+    if n.fract() == 0.0 && n.abs() < 9.2e18 {
+        (n as i64).to_string().into_bytes()
+    } else {
+        n.to_string().into_bytes()
+    }
 }

@@ -7,6 +7,7 @@
 //! - `rs-fault`, `rs-fault-response`: fail on purpose in a chosen phase.
 //! - `rs-header-ops`: a configured list of header writes (write parity).
 //! - `rs-pdk-probe`: every PDK read, reported (read parity with its Lua twin).
+//! - `rs-pdk-extras`: authenticate, whole entities, serialize, shared dicts.
 //! - `rs-io-probe`: an async access phase doing HTTP, Redis, TCP or a sleep.
 //! - `rs-log-shipper`: log entries shipped in batches through a `kong_rs::queue`.
 //! - `rs-version`: its `VERSION` chosen at build time (binary upgrades).
@@ -20,6 +21,7 @@ mod fault;
 mod header_ops;
 mod io_probe;
 mod log_shipper;
+mod pdk_extras;
 mod pdk_probe;
 mod stream_gate;
 mod version;
@@ -37,6 +39,7 @@ kong_rs::export_plugins!(
     log_shipper::LogShipper,
     version::Version,
     pdk_probe::PdkProbe,
+    pdk_extras::PdkExtras,
     stream_gate::StreamGate,
     bench::BenchEmpty,
     bench::BenchHeaders,
