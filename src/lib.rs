@@ -66,17 +66,17 @@
 extern crate self as kong_rs;
 
 mod bridge;
+pub mod cache;
 mod error;
 pub mod http;
 pub mod io;
-pub mod cache;
-pub mod queue;
 mod library;
 mod metaschema;
 pub mod pdk;
 mod plugin;
 pub mod plugins;
 pub mod postgres;
+pub mod queue;
 pub mod redis;
 pub mod schema;
 
