@@ -151,6 +151,23 @@ function PERFORMERS.cache_get(_, _, key, ttl, neg_ttl, loader, ctx)
   return value
 end
 
+-- a: id (or username), b: search by username too. Replies the consumer
+-- as JSON, or false when there is none.
+function PERFORMERS.load_consumer(_, _, id, by_username)
+  local consumer, err = kong.client.load_consumer(id, by_username)
+  if err then
+    return nil, tostring(err)
+  end
+  if consumer == nil then
+    return false
+  end
+  local json, jerr = require("cjson.safe").encode(consumer)
+  if not json then
+    return nil, "cannot encode the consumer: " .. tostring(jerr)
+  end
+  return json
+end
+
 -- a: seconds.
 function PERFORMERS.sleep(_, _, seconds)
   ngx.sleep(seconds)

@@ -1,5 +1,5 @@
--- TLS by nginx (sslhandshake) for kong_rs::http, and a panic inside an
--- async phase's future.
+-- TLS by nginx (sslhandshake) for kong_rs::http, a panic inside an async
+-- phase's future, and kong.client.load_consumer awaited from Rust.
 local h = require "spec.support.helpers"
 local servers = require "spec.support.servers"
 
@@ -19,6 +19,7 @@ describe("async phases: TLS and panics", function()
     route("tls-noverify", { mode = "http", url = https_server.url, tls_verify = false, fail_open_502 = true })
     route("tls-verify", { mode = "http", url = https_server.url, tls_verify = true, fail_open_502 = true })
     route("panic", { mode = "panic_after_await" })
+    route("consumer", { mode = "consumer" })
     h.settle()
   end)
 
@@ -39,6 +40,20 @@ describe("async phases: TLS and panics", function()
     local res = proxy:get("/tls-verify", nil, { ["x-path"] = "/x" })
     assert.equal(502, res.status, res.body)
     assert.matches("TLS with 127.0.0.1:" .. https_server.port, res.body, 1, true)
+  end)
+
+  it("awaits kong.client.load_consumer (by id or username), then authenticates", function()
+    local res = admin:post("/consumers", { username = "io-alice" })
+    h.res_status(201, res)
+    local id = res.json.id
+    h.settle()
+    for _, wanted in ipairs({ "io-alice", id }) do
+      local answer = proxy:get("/consumer", nil, { ["x-consumer"] = wanted })
+      assert.equal(200, answer.status, answer.body)
+      assert.same({ id = id, username = "io-alice" }, answer.json)
+    end
+    local missing = proxy:get("/consumer", nil, { ["x-consumer"] = "nobody-here" })
+    assert.equal(404, missing.status, missing.body)
   end)
 
   it("answers 500 and logs when a future panics after an await; the worker lives on", function()

@@ -410,7 +410,9 @@ local function kong_env(opts)
     database = strategy,
     plugins = "bundled," .. table.concat(plugin_names(opts.plugins), ","),
     nginx_conf = "spec/fixtures/custom_nginx.template",
-    nginx_worker_processes = opts.workers or 2,
+    -- spec/kong_tests.conf sets nginx_main_worker_processes = 1, which
+    -- wins over nginx_worker_processes: set the one nginx reads
+    nginx_main_worker_processes = opts.workers or 2,
     declarative_config = opts.declarative,
     db_update_frequency = 0.1,
     -- searched first; ";;" keeps Kong's defaults (and LUA_CPATH) after it

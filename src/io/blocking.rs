@@ -96,6 +96,7 @@ impl Sockets {
                 Ok(Reply::Done)
             }
             OpKind::CacheGet => Err("kong.cache is not available outside nginx".into()),
+            OpKind::LoadConsumer => Err("kong.client is not available outside nginx".into()),
             OpKind::Sleep => {
                 let seconds = match a {
                     Arg::Num(s) => *s,

@@ -21,4 +21,36 @@ mod time;
 
 pub use socket::{Connect, DEFAULT_TIMEOUT, TcpStream};
 pub use task::block_on;
+
+/// `kong.client.load_consumer(id, by_username)` performed by the Lua side
+/// (see [`crate::pdk::Client::load_consumer`]).
+pub(crate) async fn load_consumer(
+    id: String,
+    by_username: bool,
+) -> crate::Result<Option<crate::pdk::Entity>> {
+    let io = task::current()?;
+    let request = task::Request {
+        kind: task::OpKind::LoadConsumer,
+        socket: 0,
+        args: [
+            task::Arg::Bytes(id.into_bytes()),
+            task::Arg::Bool(by_username),
+            task::Arg::Nil,
+            task::Arg::Nil,
+        ],
+    };
+    match task::Op::new(io, request).await {
+        Ok(task::Reply::Bytes(json)) => {
+            let value: serde_json::Value = serde_json::from_slice(&json).map_err(|e| {
+                crate::Error::msg(format!("kong.client.load_consumer: bad answer: {e}"))
+            })?;
+            Ok(Some(crate::pdk::Entity::consumer(value)))
+        }
+        Ok(_) => Ok(None),
+        Err(message) => Err(crate::Error::new(
+            crate::ErrorKind::Pdk,
+            format!("kong.client.load_consumer: {message}"),
+        )),
+    }
+}
 pub use time::{sleep, timeout};

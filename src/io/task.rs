@@ -65,6 +65,9 @@ op_kinds! {
     /// `kong.cache:get(key, { ttl, neg_ttl }, run_job, loader)`: replies the
     /// cached or loaded bytes, `false` for a (cached) miss.
     CacheGet = 9, "cache_get";
+    /// `kong.client.load_consumer(id, by_username)` (a database read on
+    /// Kong, it may yield): replies the consumer as JSON, `false` for none.
+    LoadConsumer = 10, "load_consumer";
 }
 
 /// An argument of an operation, as it crosses into Lua.

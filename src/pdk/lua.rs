@@ -865,6 +865,13 @@ impl ServiceResponse for LuaPdk<'_> {
 }
 
 impl Client for LuaPdk<'_> {
+    fn load_consumer(
+        &mut self,
+        id: &str,
+        by_username: bool,
+    ) -> super::LocalFuture<Result<Option<Entity>>> {
+        Box::pin(crate::io::load_consumer(id.to_string(), by_username))
+    }
     fn get_ip(&mut self) -> Result<String> {
         self.flush()?;
         self.call(F::CliGetIp, ())

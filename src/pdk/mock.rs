@@ -55,6 +55,9 @@ pub struct MockPdk {
     /// The authenticated consumer (see [`MockPdk::with_consumer`]); set by
     /// `authenticate` as Kong sets it.
     pub consumer: Option<Entity>,
+    /// The consumers `load_consumer` finds (entities as JSON: `id`,
+    /// `username`, ...), as if in Kong's database.
+    pub known_consumers: Vec<Json>,
     /// The credential used; set by `authenticate`.
     pub credential: Option<Entity>,
     /// What `kong.log.serialize()` returns; `None`: a Kong-shaped object
@@ -146,6 +149,7 @@ impl MockPdk {
             forwarded_ip: "127.0.0.1".to_string(),
             client_port: 40000,
             consumer: None,
+            known_consumers: Vec::new(),
             credential: None,
             serialized: None,
             phase: None,
@@ -683,6 +687,28 @@ impl Client for MockPdk {
     fn get_credential(&mut self) -> Result<Option<Entity>> {
         self.enter("client.get_credential")?;
         Ok(self.credential.clone())
+    }
+    fn load_consumer(
+        &mut self,
+        id: &str,
+        by_username: bool,
+    ) -> super::LocalFuture<Result<Option<Entity>>> {
+        let found = self
+            .known_consumers
+            .iter()
+            .find(|c| c.get("id").and_then(Json::as_str) == Some(id))
+            .or_else(|| {
+                by_username
+                    .then(|| {
+                        self.known_consumers
+                            .iter()
+                            .find(|c| c.get("username").and_then(Json::as_str) == Some(id))
+                    })
+                    .flatten()
+            })
+            .cloned()
+            .map(Entity::consumer);
+        Box::pin(std::future::ready(Ok(found)))
     }
     fn authenticate(&mut self, consumer: Option<&Json>, credential: Option<&Json>) -> Result<()> {
         self.enter("client.authenticate")?;

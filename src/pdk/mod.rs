@@ -479,7 +479,22 @@ pub trait Client: sealed::Sealed {
     /// object or array (`consumer must be a table or nil`, `credential must
     /// be a table or nil`).
     fn authenticate(&mut self, consumer: Option<&Json>, credential: Option<&Json>) -> Result<()>;
+    /// `load_consumer(id, by_username)`: the consumer with this id (or, when
+    /// `by_username`, this username, if no id matches), `None` when there is
+    /// none. On Kong it reads the database, which may yield: the call is a
+    /// future, to await in an async phase (see [`crate::io`]); it does not
+    /// borrow the PDK.
+    ///
+    /// # Errors
+    /// Awaited outside an async phase; Kong's error (a malformed id, the
+    /// database unavailable).
+    fn load_consumer(&mut self, id: &str, by_username: bool)
+    -> LocalFuture<Result<Option<Entity>>>;
 }
+
+/// A PDK call that may yield in Kong, as a future that does not borrow the
+/// PDK: await it in an async phase.
+pub type LocalFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>;
 
 /// A value stored in `kong.ctx`, shared with Lua plugins.
 #[derive(Clone, Debug, PartialEq)]

@@ -48,6 +48,10 @@ pub enum Mode {
     Exit,
     /// Sleep 1 ms, then panic (a panic inside a future).
     PanicAfterAwait,
+    /// `kong.client.load_consumer` of the `x-consumer` header (id or
+    /// username), then `authenticate` with it: answers the consumer read
+    /// back with `get_consumer`, or 404.
+    Consumer,
     /// `kong_rs::cache::get_or_load` keyed by the request path, loading
     /// with a GET of `url` (the path `/missing` loads "not found").
     Cache,
@@ -214,6 +218,21 @@ impl IoProbe {
                 Ok(Flow::exit(200, body))
             }
             Mode::Exit => Ok(Flow::exit(200, "(nil)")),
+            Mode::Consumer => {
+                let wanted = kong.request().get_header("x-consumer")?.unwrap_or_default();
+                let wanted = String::from_utf8_lossy(&wanted).into_owned();
+                let Some(consumer) = kong.client().load_consumer(&wanted, true).await? else {
+                    return Ok(Flow::exit(404, "no such consumer"));
+                };
+                kong.client()
+                    .authenticate(Some(&consumer.to_json()), None)?;
+                let seen = kong
+                    .client()
+                    .get_consumer()?
+                    .ok_or("authenticated, yet no consumer")?;
+                let body = serde_json::json!({ "id": seen.id, "username": seen.name });
+                Ok(Flow::exit(200, body.to_string()))
+            }
             Mode::PanicAfterAwait => {
                 kong_rs::io::sleep(Duration::from_millis(1)).await?;
                 panic!("rs-io-probe panics after an await, on purpose");
