@@ -24,6 +24,7 @@ describe("async phases under aborted requests", function()
     for name, config in pairs({
       ["abort-sleep"] = { mode = "sleep", sleep_ms = 20 },
       ["abort-http"] = { mode = "http", url = http_server.url .. "/delay?ms=20" },
+      ["slow-sleep"] = { mode = "sleep", sleep_ms = 500 },
     }) do
       h.res_status(201, admin:post("/services/abort-svc/routes", { name = name, paths = { "/" .. name } }))
       h.res_status(201, admin:post("/routes/" .. name .. "/plugins", { name = "rs-io-probe", config = config }))
@@ -62,5 +63,21 @@ describe("async phases under aborted requests", function()
     -- the worker is the same and still serves
     assert.same({ worker }, h.worker_pids())
     h.res_status(200, proxy:get("/abort-http"))
+  end)
+
+  it("a reload (HUP) while phases await: they finish, then the old worker goes", function()
+    local old_workers = h.worker_pids()
+    local wait = servers.burst_in_background("http://127.0.0.1:" .. h.proxy_port() .. "/slow-sleep", 50)
+    h.sleep(0.2) -- the requests are in their 500 ms sleep
+    h.reload()
+    local _, ok, statuses = wait()
+    assert.equal(50, ok, statuses)
+    local now = h.worker_pids()
+    for _, pid in ipairs(now) do
+      for _, old in ipairs(old_workers) do
+        assert.not_equal(old, pid)
+      end
+    end
+    h.res_status(200, proxy:get("/abort-sleep"))
   end)
 end)

@@ -183,6 +183,28 @@ function _M.burst(url, n)
   return tonumber(elapsed), tonumber(ok), statuses
 end
 
+--- Starts `n` concurrent GETs of `url` in the background; returns a
+-- function that waits (at most 30 s) for them and returns what `burst` does.
+function _M.burst_in_background(url, n)
+  local dir = tmpdir()
+  local out = dir .. "/out"
+  spawn("exec python3 " .. h.root .. "/spec/support/test_servers.py burst " .. url .. " " .. n, out)
+  return function()
+    local text
+    h.wait_until(function()
+      local f = io.open(out)
+      if f then
+        text = f:read("*a")
+        f:close()
+      end
+      return text and text:find("elapsed=", 1, true) ~= nil
+    end, 30)
+    os.execute("rm -rf '" .. dir .. "'")
+    local elapsed, ok, statuses = text:match("elapsed=([%d.]+) ok=(%d+) statuses=(%S*)")
+    return tonumber(elapsed), tonumber(ok), statuses
+  end
+end
+
 --- `n` GETs of `url`, `c` at a time, each abandoned by the client right
 -- after sending; returns how many were sent.
 function _M.abort(url, n, c)
