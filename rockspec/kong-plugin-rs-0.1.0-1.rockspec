@@ -1,10 +1,15 @@
--- The kong-rs rock: the bundled Rust plugins (rs-hello, rs-file-log) as one
--- native module plus their thin Lua handlers and the shared glue.
+-- The kong-rs plugin rock: the bundled Rust plugins (rs-hello, rs-file-log)
+-- as one native module plus their thin Lua handlers. The shared Lua glue
+-- (kong_rs.*) is the rock kong-rs-runtime, a dependency.
 --
+-- From a source checkout (needs cargo; nothing is fetched from luarocks.org
+-- once the runtime rock is installed):
+--   luarocks --lua-version=5.1 make rockspec/kong-rs-runtime-2.0.0-1.rockspec
 --   luarocks --lua-version=5.1 make rockspec/kong-plugin-rs-0.1.0-1.rockspec
 --
--- Building needs cargo (the crate's dependencies come from crates.io or the
--- local cargo cache); nothing is fetched from luarocks.org.
+-- Without a compiler: scripts/package builds the binary rock
+-- kong-plugin-rs-0.1.0-1.linux-x86_64.rock from this rockspec (the library
+-- built for glibc 2.28 with cargo-zigbuild, handed in through KONG_RS_SO).
 package = "kong-plugin-rs"
 version = "0.1.0-1"
 
@@ -25,27 +30,29 @@ description = {
 
 dependencies = {
   "lua ~> 5.1",
+  -- The glue speaking interface (ABI) 2, which this module is built for.
+  "kong-rs-runtime ~> 2",
 }
 
 build = {
   type = "command",
   -- Release build without the test-only plugins; the .so is renamed to the
-  -- module name `require` looks for.
+  -- module name `require` looks for. KONG_RS_SO names an already built
+  -- library to install instead (scripts/package: the glibc 2.28 build).
   build_command = [[
-    cargo build --release --lib --features module,bundled &&
     mkdir -p build/rock &&
-    cp target/release/libkong_rs.so build/rock/kong_rs_plugins.so
+    if [ -n "${KONG_RS_SO:-}" ]; then
+      cp "$KONG_RS_SO" build/rock/kong_rs_plugins.so
+    else
+      cargo build --release --lib --features module,bundled &&
+      cp target/release/libkong_rs.so build/rock/kong_rs_plugins.so
+    fi
   ]],
   install = {
     lib = {
       kong_rs_plugins = "build/rock/kong_rs_plugins.so",
     },
     lua = {
-      ["kong_rs.handler"] = "kong-plugin/kong_rs/handler.lua",
-      ["kong_rs.schema"] = "kong-plugin/kong_rs/schema.lua",
-      ["kong_rs.actions"] = "kong-plugin/kong_rs/actions.lua",
-      ["kong_rs.loader"] = "kong-plugin/kong_rs/loader.lua",
-      ["kong_rs.io"] = "kong-plugin/kong_rs/io.lua",
       ["kong.plugins.rs-hello.handler"] = "kong-plugin/kong/plugins/rs-hello/handler.lua",
       ["kong.plugins.rs-hello.schema"] = "kong-plugin/kong/plugins/rs-hello/schema.lua",
       ["kong.plugins.rs-file-log.handler"] = "kong-plugin/kong/plugins/rs-file-log/handler.lua",
