@@ -15,14 +15,17 @@
 //! | `stats()` | `{ built = n, live = n, tasks = n }`: constructor calls, live instances, async phases in progress |
 //! | `<phase>(id[, chunk, eof])` | runs one phase of instance `id`, see below |
 //!
-//! A phase function (`factory.access(instance.id)`,
-//! `factory.body_filter(instance.id, chunk, eof)`) returns nothing when the phase
-//! continues with nothing to apply. Otherwise it returns the pending writes
-//! first (a string for `kong_rs.actions`, or nil; see
-//! `LuaPdk` in src/pdk/lua.rs), then: nothing to continue,
-//! `status, body, headers` to exit (performed by the Lua side, since
-//! `kong.response.exit` yields), `false, message` when the plugin failed (an
-//! `Err` or a panic), and for `body_filter` the replacement chunk.
+//! A phase function (`factory.access(instance.id)`) returns one value: nil
+//! when the phase continues with nothing to apply (the common case), the
+//! pending writes (a string for `kong_rs.actions`, see `LuaPdk` in
+//! src/pdk/lua.rs) to apply and continue, or a table `{ writes, status,
+//! body, headers }` to exit (performed by the Lua side, since
+//! `kong.response.exit` yields) / `{ nil, false, message }` when the plugin
+//! failed (an `Err` or a panic). `factory.body_filter(instance.id, chunk,
+//! eof)` returns nothing, or the writes then the replacement chunk (or
+//! `false, message`), as several values. An async phase's function returns
+//! what `kong_rs/io.lua` drives (src/io/driver.rs), then the phase's results
+//! as several values.
 
 use crate::error::Error;
 use crate::io::driver::{self, LuaOutput, Timers};
@@ -549,26 +552,29 @@ fn phase_functions<P: Plugin>(
     for &phase in P::PHASES {
         let cache = cache.clone();
         let registry = registry.clone();
-        let lookup = move |id: i64| {
+        // Ids come as Lua numbers, read as doubles (cheaper than mlua's
+        // integer conversion); a fraction or a number out of range is no id.
+        let lookup = move |id: f64| {
             // Cloned out of the registry: the phase may run Lua, whose GC may
             // drop other instances (and so borrow the registry).
-            registry
-                .borrow()
-                .get(id)
+            let valid = id.fract() == 0.0 && (1.0..=MAX_ID as f64).contains(&id);
+            valid
+                .then(|| registry.borrow().get(id as i64))
+                .flatten()
                 .ok_or_else(|| mlua::Error::runtime(format!("no live {} instance {id}", P::NAME)))
         };
         let function = if P::ASYNC_PHASES.contains(&phase) {
             let cache = cache.clone();
-            lua.create_function(move |lua, (id, body): (i64, Option<mlua::LuaString>)| {
+            lua.create_function(move |lua, (id, body): (f64, Option<mlua::LuaString>)| {
                 let instance = lookup(id)?;
                 start_task::<P>(lua, instance, &cache, phase, body)
             })?
         } else if phase == Phase::BodyFilter {
             lua.create_function(
-                move |lua, (id, chunk, eof): (i64, Option<BString>, Option<bool>)| {
+                move |lua, (id, chunk, eof): (f64, Option<BString>, Option<bool>)| {
                     let instance = lookup(id)?;
                     let chunk = chunk.as_deref().map(|c| c.as_slice());
-                    dispatch(
+                    let (actions, outcome) = dispatch(
                         lua,
                         &instance.plugin,
                         &cache,
@@ -576,15 +582,20 @@ fn phase_functions<P: Plugin>(
                         None,
                         chunk,
                         eof.unwrap_or(false),
-                    )
+                    );
+                    phase_result(lua, actions, outcome)
                 },
             )?
         } else {
             // `body`: the request body the Lua side read for a plugin that
             // declares READS_REQUEST_BODY, handed over instead of read again.
-            lua.create_function(move |lua, (id, body): (i64, Option<mlua::LuaString>)| {
+            // One value back (see `phase_value`): the common case, nothing
+            // to apply, is a nil.
+            lua.create_function(move |lua, (id, body): (f64, Option<mlua::LuaString>)| {
                 let instance = lookup(id)?;
-                dispatch(lua, &instance.plugin, &cache, phase, body, None, false)
+                let (actions, outcome) =
+                    dispatch(lua, &instance.plugin, &cache, phase, body, None, false);
+                phase_value(lua, actions, outcome)
             })?
         };
         factory.raw_set(phase.name(), function)?;
@@ -609,7 +620,7 @@ fn dispatch<P: Plugin>(
     body: Option<mlua::LuaString>,
     chunk: Option<&[u8]>,
     eof: bool,
-) -> mlua::Result<Variadic<LuaValue>> {
+) -> (Option<Vec<u8>>, crate::Result<Outcome>) {
     let mut pdk = LuaPdk::new(lua, cache);
     // The glue reads the body before these phases of such a plugin and
     // hands it over, nil when it did not fit into the client body buffer.
@@ -626,7 +637,33 @@ fn dispatch<P: Plugin>(
         Ok(_) => pdk.take_actions(),
         Err(_) => None,
     };
-    phase_result(lua, actions, outcome)
+    (actions, outcome)
+}
+
+/// A sync phase's results as one Lua value, for `kong_rs/handler.lua`:
+/// nil to continue with nothing to apply (the common case: no conversion
+/// of several values), the pending writes (a string) to apply and
+/// continue, else a table `{ writes, status, body, headers }` to exit, or
+/// `{ nil, false, message }` when the plugin failed.
+fn phase_value(
+    lua: &Lua,
+    actions: Option<Vec<u8>>,
+    outcome: crate::Result<Outcome>,
+) -> mlua::Result<LuaValue> {
+    match (actions, outcome) {
+        (None, Ok(Outcome::Flow(Flow::Continue))) => Ok(LuaValue::Nil),
+        (Some(actions), Ok(Outcome::Flow(Flow::Continue))) => {
+            Ok(LuaValue::String(lua.create_string(actions)?))
+        }
+        (actions, outcome) => {
+            let values = phase_result(lua, actions, outcome)?;
+            let table = lua.create_table_with_capacity(values.len(), 0)?;
+            for (i, value) in values.into_iter().enumerate() {
+                table.raw_set(i + 1, value)?;
+            }
+            Ok(LuaValue::Table(table))
+        }
+    }
 }
 
 /// What one phase produced, before it is turned into Lua return values.

@@ -105,18 +105,33 @@ fn instance(lua: &Lua, factory: &Table, action: &str) -> mlua::Value {
     new.call(conf).expect("instance")
 }
 
-/// Runs phase `name` of `instance` the way the glue does: `factory[name](instance.id)`.
-fn run(factory: &Table, instance: &mlua::Value, name: &str) -> mlua::MultiValue {
+/// Runs phase `name` of `instance` the way the glue does:
+/// `factory[name](instance.id)`, whose one result the glue reads as
+/// (writes, status, body, headers): nil is nothing, a string the writes
+/// alone, a table those four in order.
+fn run(factory: &Table, instance: &mlua::Value, name: &str) -> Vec<mlua::Value> {
     let ud: mlua::Value = instance
         .as_table()
         .expect("instance table")
         .get("id")
         .expect("id");
     let phase: mlua::Function = factory.get(name).expect("phase function");
-    phase.call(ud).expect("dispatch never raises")
+    let result: mlua::Value = phase.call(ud).expect("dispatch never raises");
+    match result {
+        mlua::Value::Nil => Vec::new(),
+        mlua::Value::Table(values) => {
+            let mut values: Vec<mlua::Value> =
+                (1..=4).map(|i| values.raw_get(i).expect("value")).collect();
+            while values.last() == Some(&mlua::Value::Nil) {
+                values.pop();
+            }
+            values
+        }
+        writes => vec![writes],
+    }
 }
 
-fn access(lua: &Lua, factory: &Table, action: &str) -> mlua::MultiValue {
+fn access(lua: &Lua, factory: &Table, action: &str) -> Vec<mlua::Value> {
     let instance = instance(lua, factory, action);
     run(factory, &instance, "access")
 }
@@ -142,7 +157,7 @@ fn the_factory_describes_the_plugin() {
 fn writes_are_deferred_to_one_buffer_with_bytes_unchanged() {
     let lua = Lua::new();
     let upstream: Table = lua.load(STUB).eval().unwrap();
-    let values = access(&lua, &factory(&lua), "continue").into_vec();
+    let values = access(&lua, &factory(&lua), "continue");
     assert_eq!(values.len(), 1, "only the pending writes come back");
     let actions = values[0].as_string().expect("action buffer");
     // op 5 (service.request.set_header), name, value: as kong_rs/actions.lua reads it.
@@ -165,7 +180,7 @@ fn writes_are_deferred_to_one_buffer_with_bytes_unchanged() {
 fn an_exit_is_returned_for_the_lua_side_to_perform() {
     let lua = Lua::new();
     lua.load(STUB).exec().unwrap();
-    let values = access(&lua, &factory(&lua), "exit").into_vec();
+    let values = access(&lua, &factory(&lua), "exit");
     assert_eq!(values[0], mlua::Value::Nil, "no pending writes");
     assert_eq!(values[1].as_i64(), Some(418));
     assert_eq!(values[2].as_string().unwrap().to_str().unwrap(), "teapot");
@@ -183,7 +198,7 @@ fn err_panic_and_lua_errors_come_back_as_false_and_a_message() {
         ("panic", "panicked: boom"),
         ("lua_error", "code must be a number between 100 and 599"),
     ] {
-        let values = access(&lua, &factory, action).into_vec();
+        let values = access(&lua, &factory, action);
         assert_eq!(values[0], mlua::Value::Nil, "{action}: writes dropped");
         assert_eq!(values[1], mlua::Value::Boolean(false), "{action}");
         let message = values[2].as_string().unwrap().to_str().unwrap().to_string();

@@ -19,6 +19,7 @@ local ipairs = ipairs
 local pairs = pairs
 local pcall = pcall
 local tostring = tostring
+local type = type
 local error = error
 
 local ERROR_BODY = { message = "An unexpected error occurred" }
@@ -75,6 +76,18 @@ local function finish(name, phase, apply_actions, actions, status, body, headers
 end
 
 
+-- A sync phase's one result value, past the common case (nil): its
+-- pending writes (a string), or a table { writes, status, body, headers }
+-- to exit / { nil, false, message } when the plugin failed.
+local function finish_value(name, phase, apply_actions, result)
+  if type(result) == "string" then
+    apply(name, phase, apply_actions, result)
+    return
+  end
+  return finish(name, phase, apply_actions, result[1], result[2], result[3], result[4])
+end
+
+
 -- The phase closures below are what Kong calls on every request, mostly in
 -- LuaJIT's interpreter (nginx enters each phase from C, access runs in a
 -- coroutine), where every call, table lookup and branch costs a few ns: so
@@ -110,8 +123,8 @@ local function body_filter_handler(name, run, instances, instance_for, apply_act
 end
 
 
--- Every other phase: one call into Rust, which returns nothing in the
--- common case.
+-- Every other phase: one call into Rust, which returns nil in the common
+-- case (one value, see finish_value).
 local function phase_handler(name, phase, run, instances, instance_for, apply_actions, reads_body)
   if reads_body then
     -- Reading the body may yield, so it happens here in Lua, before
@@ -127,12 +140,12 @@ local function phase_handler(name, phase, run, instances, instance_for, apply_ac
         end
       end
       local request_body = kong.request.get_raw_body()
-      local ok, actions, status, body, headers = pcall(run, instance.id, request_body)
+      local ok, result = pcall(run, instance.id, request_body)
       if not ok then
-        return fail(name, phase, actions)
+        return fail(name, phase, result)
       end
-      if actions ~= nil or status ~= nil then
-        return finish(name, phase, apply_actions, actions, status, body, headers)
+      if result ~= nil then
+        return finish_value(name, phase, apply_actions, result)
       end
     end
   end
@@ -145,12 +158,12 @@ local function phase_handler(name, phase, run, instances, instance_for, apply_ac
         return fail(name, phase, err)
       end
     end
-    local ok, actions, status, body, headers = pcall(run, instance.id)
+    local ok, result = pcall(run, instance.id)
     if not ok then
-      return fail(name, phase, actions)
+      return fail(name, phase, result)
     end
-    if actions ~= nil or status ~= nil then
-      return finish(name, phase, apply_actions, actions, status, body, headers)
+    if result ~= nil then
+      return finish_value(name, phase, apply_actions, result)
     end
   end
 end
