@@ -160,10 +160,9 @@ impl AsyncWrite for SharedStream {
 /// yet: after the last message of an answer its connection reads on,
 /// waiting for the next one; left queued, that read would be performed
 /// before whatever the task awaits next, and wait for bytes that never
-/// come. A write of nothing does it: [`TcpStream`] withdraws a queued read
-/// before a write (a request goes out before its answer is read).
-fn withdraw_read(stream: &Rc<RefCell<TcpStream>>, cx: &mut Context<'_>) {
-    let _ = Pin::new(&mut *stream.borrow_mut()).poll_write(cx, &[]);
+/// come (see [`TcpStream::withdraw_read`]).
+fn withdraw_read(stream: &Rc<RefCell<TcpStream>>, _cx: &mut Context<'_>) {
+    stream.borrow_mut().withdraw_read();
 }
 
 type PgConnection = tokio_postgres::Connection<SharedStream, NoTlsStream>;

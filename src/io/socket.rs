@@ -353,15 +353,26 @@ impl TcpStream {
         }
     }
 
-    fn poll_write_buffered(&mut self, data: &[u8]) -> Poll<io::Result<usize>> {
-        // A read asked for before there was anything to send (hyper's idle
-        // check) would be performed first and wait for an answer to a
-        // request not sent yet: withdraw it; the reader polls again.
-        if let Some(id) = self.read_op
-            && self.io.cancel(id)
-        {
-            self.read_op = None;
+    /// Withdraws a read this stream asked for that nginx has not started
+    /// yet (`true` if there was one). For protocol drivers that poll for
+    /// the next message ahead of time (tokio-postgres's connection, hyper's
+    /// idle check): such a read, left queued, would be performed before
+    /// whatever the task awaits next and wait for bytes that never come.
+    /// The reader asks again when it is polled again.
+    pub fn withdraw_read(&mut self) -> bool {
+        match self.read_op {
+            Some(id) if self.io.cancel(id) => {
+                self.read_op = None;
+                true
+            }
+            _ => false,
         }
+    }
+
+    fn poll_write_buffered(&mut self, data: &[u8]) -> Poll<io::Result<usize>> {
+        // A read asked for before there was anything to send would be
+        // performed first and wait for an answer to a request not sent yet.
+        self.withdraw_read();
         if self.write_buffer.len() >= WRITE_BUFFER {
             ready!(self.poll_send_buffer())?;
         }
