@@ -45,6 +45,15 @@ describe("the rocks", function()
     local loaded, result = R.luajit_in_tree(tree, 'io.write("abi ", require("kong_rs.loader").ABI)')
     assert(loaded, result)
     assert.equal("abi 2", result)
+    -- a module of another interface is refused at load, naming both
+    loaded, result = R.luajit_in_tree(tree, [[
+      package.loaded.other_module = { abi = 3, plugins = {} }
+      local ok, err = pcall(require("kong_rs.loader").load, "other_module")
+      io.write(tostring(ok), " ", tostring(err))
+    ]])
+    assert(loaded, result)
+    assert.matches("false .*native module other_module speaks glue interface 3 but this kong_rs glue speaks 2: " ..
+                   "install the kong%-rs%-runtime", result)
   end)
 
   it("two plugin rocks install next to it, each depending on it, neither shipping the glue", function()
