@@ -143,7 +143,8 @@ fn pending(lua: &Lua, handle: LuaValue, request: Request) -> mlua::Result<Variad
 /// registers it with `set_timer_runner` when it loads the module).
 #[derive(Clone)]
 pub(crate) struct Timers {
-    lua: Lua,
+    // Weak: the module table holds this, and the Lua state holds the module.
+    lua: mlua::WeakLua,
     runner: Rc<RefCell<Option<Function>>>,
     // `ngx.timer.at` and an error logger, compiled on first use (there is
     // no `ngx` in a plain LuaJIT state, e.g. under `cargo test`).
@@ -161,18 +162,24 @@ const TIMER_FUNCTIONS: &str = "return function(delay, runner, job) \
 impl Timers {
     pub(crate) fn new(lua: &Lua) -> Timers {
         Timers {
-            lua: lua.clone(),
+            lua: lua.weak(),
             runner: Rc::new(RefCell::new(None)),
             functions: Rc::new(std::cell::OnceCell::new()),
         }
+    }
+
+    fn lua(&self) -> crate::Result<Lua> {
+        self.lua
+            .try_upgrade()
+            .ok_or_else(|| crate::Error::msg("the Lua state of this module is gone"))
     }
 
     fn functions(&self) -> crate::Result<&(Function, Function)> {
         if let Some(functions) = self.functions.get() {
             return Ok(functions);
         }
-        let functions: (Function, Function) = self
-            .lua
+        let lua = self.lua()?;
+        let functions: (Function, Function) = lua
             .load(TIMER_FUNCTIONS)
             .eval()
             .map_err(crate::Error::lua)?;
@@ -197,7 +204,7 @@ impl Timers {
         let runner = self.runner.borrow().clone().ok_or_else(|| {
             crate::Error::msg("no timer runner: load the module through kong_rs.handler")
         })?;
-        let job = job(&self.lua, task).map_err(crate::Error::lua)?;
+        let job = job(&self.lua()?, task).map_err(crate::Error::lua)?;
         let (timer_at, _) = self.functions()?;
         let (ok, err): (Option<LuaValue>, Option<String>) = timer_at
             .call((delay.as_secs_f64(), runner, job))
