@@ -23,6 +23,14 @@ local type = type
 local _M = {}
 
 
+-- cjson's encoder, loaded on first use (load_consumer's answer).
+local encode_json
+encode_json = function(value)
+  local cjson = require("cjson.safe")
+  encode_json = cjson.encode
+  return cjson.encode(value)
+end
+
 -- connect's options table per pool name, built once (weak: names come and go).
 local pool_options = setmetatable({}, { __mode = "v" })
 
@@ -161,7 +169,7 @@ function PERFORMERS.load_consumer(_, _, id, by_username)
   if consumer == nil then
     return false
   end
-  local json, jerr = require("cjson.safe").encode(consumer)
+  local json, jerr = encode_json(consumer)
   if not json then
     return nil, "cannot encode the consumer: " .. tostring(jerr)
   end
