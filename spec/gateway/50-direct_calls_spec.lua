@@ -44,11 +44,27 @@ local CASES = {
   { "4000-byte value", { "x-bench-a: " .. LONG, "x-bench-b: b", "x-bench-c: c" }, LONG, "b,c", "ok" },
 }
 
-describe("direct header reads from Rust", function()
+-- Twice: with the direct calls, and with them off in every worker (the
+-- direct-calls-off fixture, at init_worker) — the fallback to kong.* that
+-- runs where lua-nginx-module's C functions are not found. Both must give
+-- exactly what Kong's kong.request.get_header gives.
+for _, mode in ipairs({ "direct", "fallback" }) do
+describe("header reads from Rust (" .. mode .. ")", function()
   local admin
 
   lazy_setup(function()
-    S.start({ plugins = { "rs-bench-headers", "lua-bench-headers" } })
+    local plugins = { "rs-bench-headers", "lua-bench-headers" }
+    if mode == "fallback" then
+      plugins[#plugins + 1] = "direct-calls-off"
+    end
+    S.start({ plugins = plugins })
+    if mode == "fallback" then
+      -- every worker switched them off, and they were there to switch off
+      h.wait_until(function()
+        local _, n = h.error_log():gsub("kong%-rs direct calls off %(they were available: true%)", "")
+        return n == #h.worker_pids()
+      end, 10)
+    end
     admin = h.admin()
     for _, name in ipairs({ "rs-bench-headers", "lua-bench-headers" }) do
       h.res_status(201, admin:post("/services", { name = name, url = h.upstream_url() }))
@@ -85,6 +101,7 @@ describe("direct header reads from Rust", function()
     end)
   end
 end)
+end
 
 -- Direct writes: kong.service.request.set_header and kong.response.set_header
 -- from Rust go straight into nginx where Kong allows them; other writes are
