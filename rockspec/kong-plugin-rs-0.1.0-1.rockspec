@@ -57,6 +57,8 @@ build = {
       ["kong.plugins.rs-hello.schema"] = "kong-plugin/kong/plugins/rs-hello/schema.lua",
       ["kong.plugins.rs-file-log.handler"] = "kong-plugin/kong/plugins/rs-file-log/handler.lua",
       ["kong.plugins.rs-file-log.schema"] = "kong-plugin/kong/plugins/rs-file-log/schema.lua",
+      ["kong.plugins.rs-rate-limiting.handler"] = "kong-plugin/kong/plugins/rs-rate-limiting/handler.lua",
+      ["kong.plugins.rs-rate-limiting.schema"] = "kong-plugin/kong/plugins/rs-rate-limiting/schema.lua",
     },
   },
 }

@@ -149,7 +149,7 @@ pub use error::{Context, Error, ErrorKind, Result};
 /// ```
 pub use kong_rs_macros::plugin;
 pub use pdk::mock::{MockPdk, MockSharedDicts, run_request};
-pub use pdk::{Entity, Headers, LogLevel, Pdk, QueryValue, SharedDict, Value};
+pub use pdk::{Entity, Headers, LogLevel, Pdk, PluginInfo, QueryValue, SharedDict, Value};
 pub use plugin::{Exit, Flow, Phase, Plugin};
 
 /// Re-exported so that [`export_plugins!`] works without a direct dependency.

@@ -8,8 +8,8 @@ use super::actions::{self, Actions, Args, Op};
 use super::json::{CjsonMarkers, json_to_lua, lua_to_json};
 use super::ngx::NgxRequest;
 use super::{
-    Client, Ctx, Entity, Headers, Log, LogLevel, Nginx, QueryValue, Request, Response, Router,
-    ServiceRequest, ServiceResponse, SharedDict, Value, kong_header_value, number_bytes,
+    Client, Ctx, Entity, Headers, Log, LogLevel, Nginx, PluginInfo, QueryValue, Request, Response,
+    Router, ServiceRequest, ServiceResponse, SharedDict, Value, kong_header_value, number_bytes,
     ttl_seconds,
 };
 use crate::error::{Error, Result};
@@ -97,6 +97,7 @@ pdk_functions! {
     NgxGetSubsystem = "nginx.get_subsystem",
     RouterGetRoute = "router.get_route",
     RouterGetService = "router.get_service",
+    PluginGetId = "plugin.get_id",
 }
 
 struct Handles {
@@ -937,6 +938,12 @@ impl Router for LuaPdk<'_> {
     fn get_service(&mut self) -> Result<Option<Entity>> {
         self.flush()?;
         entity_from(self.call(F::RouterGetService, ())?, "name")
+    }
+}
+
+impl PluginInfo for LuaPdk<'_> {
+    fn get_id(&mut self) -> Result<Option<String>> {
+        self.call(F::PluginGetId, ())
     }
 }
 

@@ -7,8 +7,8 @@
 //! raise, the way Kong raises when a call is not allowed in a phase.
 
 use super::{
-    Client, Ctx, Entity, Headers, Log, LogLevel, Nginx, QueryValue, Request, Response, Router,
-    ServiceRequest, ServiceResponse, SharedDict, Value, kong_header_value, number_bytes,
+    Client, Ctx, Entity, Headers, Log, LogLevel, Nginx, PluginInfo, QueryValue, Request, Response,
+    Router, ServiceRequest, ServiceResponse, SharedDict, Value, kong_header_value, number_bytes,
     ttl_seconds,
 };
 use crate::error::{Error, ErrorKind, Result};
@@ -24,6 +24,8 @@ use std::time::Duration;
 pub struct MockPdk {
     /// The client request's method.
     pub method: String,
+    /// `kong.plugin.get_id()`: the running plugin entity's id.
+    pub plugin_id: Option<String>,
     /// The client request's path (no query).
     pub path: Vec<u8>,
     /// The raw query string (no `?`).
@@ -135,6 +137,7 @@ impl MockPdk {
         let entity = |id: &str| Some(Entity::new(id, Some("test")));
         MockPdk {
             method: method.to_string(),
+            plugin_id: Some("00000000-0000-4000-8000-000000000003".to_string()),
             path: path.as_bytes().to_vec(),
             query: query.as_bytes().to_vec(),
             request_headers: vec![("host".to_string(), b"localhost".to_vec())],
@@ -759,6 +762,13 @@ impl Nginx for MockPdk {
     fn get_subsystem(&mut self) -> Result<String> {
         self.enter("nginx.get_subsystem")?;
         Ok(self.subsystem.clone())
+    }
+}
+
+impl PluginInfo for MockPdk {
+    fn get_id(&mut self) -> Result<Option<String>> {
+        self.enter("plugin.get_id")?;
+        Ok(self.plugin_id.clone())
     }
 }
 

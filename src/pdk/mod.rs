@@ -112,6 +112,8 @@ pub trait Pdk: sealed::Sealed {
     /// # Errors
     /// When nginx has no shared dict called `name` (the message names it).
     fn shared_dict(&mut self, name: &str) -> Result<&mut dyn SharedDict>;
+    /// `kong.plugin`: about the plugin configuration that is running.
+    fn plugin(&mut self) -> &mut dyn PluginInfo;
 }
 
 /// Implements [`Pdk`] for a type that implements every namespace trait
@@ -152,6 +154,9 @@ macro_rules! namespaces {
                 name: &str,
             ) -> $crate::error::Result<&mut dyn $crate::pdk::SharedDict> {
                 self.open_shared_dict(name)
+            }
+            fn plugin(&mut self) -> &mut dyn $crate::pdk::PluginInfo {
+                self
             }
         }
     };
@@ -566,6 +571,20 @@ pub trait Router: sealed::Sealed {
     fn get_route(&mut self) -> Result<Option<Entity>>;
     /// `get_service()`: the matched route's service.
     fn get_service(&mut self) -> Result<Option<Entity>>;
+}
+
+/// `kong.plugin`: the plugin configuration (the plugin entity) whose phase
+/// is running.
+pub trait PluginInfo: sealed::Sealed {
+    /// `kong.plugin.get_id()`: the id of the plugin entity being run (the
+    /// same on every node and every worker, and across changes of its
+    /// config), `None` outside a plugin's phase. It is constant for one
+    /// instance of your [`Plugin`](crate::Plugin): read it once and keep
+    /// it, e.g. to name keys of counters shared between nodes.
+    ///
+    /// # Errors
+    /// When the Lua side raises.
+    fn get_id(&mut self) -> Result<Option<String>>;
 }
 
 /// `ngx.shared.DICT`: a `lua_shared_dict`, one memory zone shared by every

@@ -3,9 +3,14 @@
 
 mod file_log;
 mod hello;
+mod rate_limiting;
 
 pub use file_log::{FileLog, FileLogConfig};
 pub use hello::{Hello, HelloConfig};
+pub use rate_limiting::{
+    COUNTERS_DICT, LimitBy, Period, Policy, REFUSED_CTX_KEY, RateLimiting, RateLimitingConfig,
+    RedisConfig,
+};
 
 #[cfg(feature = "bundled")]
-crate::export_plugins!(luaopen_kong_rs_plugins: Hello, FileLog);
+crate::export_plugins!(luaopen_kong_rs_plugins: Hello, FileLog, RateLimiting);

@@ -144,6 +144,7 @@ local function run(ctx, list, phase)
     local item = list[i]
     ctx.KONG_PLUGIN = item.name
     ctx.KONG_PLUGIN_KEY = item.handler
+    ctx.plugin_id = item.conf.__plugin_id -- kong.plugin.get_id (kong/init.lua setup_plugin_context)
     item.fn(item.handler, item.conf)
   end
   ctx.KONG_PLUGIN = nil
@@ -231,6 +232,7 @@ end
 local function run_access(ctx, name, handler, fn, conf)
   ctx.KONG_PLUGIN = name
   ctx.KONG_PLUGIN_KEY = handler
+  ctx.plugin_id = conf.__plugin_id
   local co = co_create(fn)
   local ok, err = co_resume(co, handler, conf)
   if not ok then

@@ -12,7 +12,7 @@ local fmt = string.format
 
 local _M = {}
 
-local BUNDLED = { "rs-hello", "rs-file-log" }
+local BUNDLED = { "rs-hello", "rs-file-log", "rs-rate-limiting" }
 _M.BUNDLED = BUNDLED
 
 local PHASES = { "init_worker", "rewrite", "access", "response", "header_filter", "body_filter", "log" }

@@ -27,6 +27,8 @@ function _M.new(opts)
     ctx = misc.ctx,
     nginx = misc.nginx,
     router = misc.router,
+    -- kong/pdk/plugin.lua: the running plugin entity's id
+    plugin = { get_id = function() return ngx.ctx.plugin_id end },
     cache = cache,
     node = {
       get_id = function() return node_id end,
