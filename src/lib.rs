@@ -79,6 +79,8 @@ pub mod postgres;
 pub mod queue;
 pub mod redis;
 pub mod schema;
+#[cfg(test)]
+mod test_support;
 
 pub use bridge::{ModuleBuilder, describe};
 pub use error::{Context, Error, ErrorKind, Result};

@@ -277,39 +277,10 @@ impl Connection {
 mod tests {
     use super::*;
 
-    /// A Redis for the test (`redis-server`, installed by scripts/setup).
-    fn redis_server() -> Option<(std::process::Child, u16)> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--requirepass", "sesame"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some((child, port));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
     #[test]
     fn commands_pipelines_auth_and_errors() {
-        let (mut server, port) =
-            redis_server().expect("redis-server could not start: run scripts/setup");
+        let server = crate::test_support::RedisServer::start(&["--requirepass", "sesame"]);
+        let port = server.port;
         let result = crate::io::block_on(async move {
             let mut config = Config::new("127.0.0.1", port);
             config.password = Some("sesame".into());
@@ -344,8 +315,7 @@ mod tests {
             redis.release();
             Ok::<_, Error>(())
         });
-        server.kill().ok();
-        server.wait().ok();
+        drop(server);
         result.unwrap().unwrap();
     }
 }

@@ -1003,47 +1003,10 @@ mod tests {
         assert_eq!(RateLimiting::ASYNC_PHASES, &[Phase::Access]);
     }
 
-    /// A redis-server for the test, as in src/redis.rs.
-    fn redis_server() -> Option<(std::process::Child, u16)> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some((child, port));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
     #[test]
     fn redis_policy_counts_across_instances_in_one_round_trip_and_fails_as_configured() {
-        let (server, port) =
-            redis_server().expect("redis-server could not start: run scripts/setup");
-        struct Kill(std::process::Child);
-        impl Drop for Kill {
-            fn drop(&mut self) {
-                self.0.kill().ok();
-                self.0.wait().ok();
-            }
-        }
-        let server = Kill(server);
+        let server = crate::test_support::RedisServer::start(&[]);
+        let port = server.port;
         let conf = |tolerant: bool| {
             serde_json::json!({ "minute": 3, "hour": 1000, "limit_by": "ip", "policy": "redis",
                                 "fault_tolerant": tolerant,
