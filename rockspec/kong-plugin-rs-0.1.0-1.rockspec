@@ -59,6 +59,8 @@ build = {
       ["kong.plugins.rs-file-log.schema"] = "kong-plugin/kong/plugins/rs-file-log/schema.lua",
       ["kong.plugins.rs-rate-limiting.handler"] = "kong-plugin/kong/plugins/rs-rate-limiting/handler.lua",
       ["kong.plugins.rs-rate-limiting.schema"] = "kong-plugin/kong/plugins/rs-rate-limiting/schema.lua",
+      ["kong.plugins.rs-jwt.handler"] = "kong-plugin/kong/plugins/rs-jwt/handler.lua",
+      ["kong.plugins.rs-jwt.schema"] = "kong-plugin/kong/plugins/rs-jwt/schema.lua",
     },
   },
 }
