@@ -9,6 +9,9 @@
                                   POST /collect stores the body (503 while
                                   /collector/down, until /collector/up);
                                   GET /collected: the bodies, a JSON array
+                                  POST /jwks stores a JWKS document; GET /jwks
+                                  serves it (503 while /jwks/down, until
+                                  /jwks/up); GET /jwks/hits: GETs of /jwks
                                   anything else: 200 with the path as body
   test_servers.py https PORTFILE CERT KEY   the same over TLS
   test_servers.py burst URL N     N concurrent GETs of URL; prints
@@ -31,6 +34,7 @@ import urllib.request
 
 COLLECTED = []
 COLLECTOR = {"down": False}
+JWKS = {"doc": b'{"keys":[]}', "down": False, "hits": 0}
 LOCK = threading.Lock()
 
 
@@ -52,6 +56,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     return self.answer(503, b"down")
                 COLLECTED.append(body.decode("utf-8", "replace"))
             return self.answer(200, b"ok")
+        if self.path == "/jwks":
+            with LOCK:
+                JWKS["doc"] = body
+            return self.answer(200, b"ok")
         self.answer(404, b"")
 
     def log_message(self, *args):
@@ -67,6 +75,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with LOCK:
                 COLLECTOR["down"] = url.path.endswith("down")
             return self.answer(200, b"ok")
+        if url.path == "/jwks":
+            with LOCK:
+                JWKS["hits"] += 1
+                if JWKS["down"]:
+                    return self.answer(503, b"down")
+                return self.answer(200, JWKS["doc"])
+        if url.path in ("/jwks/down", "/jwks/up"):
+            with LOCK:
+                JWKS["down"] = url.path.endswith("down")
+            return self.answer(200, b"ok")
+        if url.path == "/jwks/hits":
+            with LOCK:
+                return self.answer(200, str(JWKS["hits"]).encode())
         if url.path == "/hang":
             time.sleep(30)
             return
