@@ -21,6 +21,7 @@
 //!   same first violation) and never proxy a refused request.
 
 pub mod bridge;
+pub mod jwt;
 
 use arbitrary::{Arbitrary, Unstructured};
 use base64::Engine as _;
@@ -49,6 +50,9 @@ pub mod reached {
     pub static BRIDGE_WRITES_APPLIED: AtomicUsize = AtomicUsize::new(0);
     pub static BRIDGE_DISPATCH_RAN: AtomicUsize = AtomicUsize::new(0);
     pub static BRIDGE_DISPATCH_REFUSED: AtomicUsize = AtomicUsize::new(0);
+    pub static JWT_PARSED: AtomicUsize = AtomicUsize::new(0);
+    pub static JWT_REFUSED: AtomicUsize = AtomicUsize::new(0);
+    pub static JWT_ACCEPTED: AtomicUsize = AtomicUsize::new(0);
     pub(crate) fn hit(counter: &AtomicUsize) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -69,6 +73,9 @@ pub mod reached {
             ("bridge write buffers applied", &BRIDGE_WRITES_APPLIED),
             ("bridge dispatches run", &BRIDGE_DISPATCH_RAN),
             ("bridge dispatches refused", &BRIDGE_DISPATCH_REFUSED),
+            ("jwt tokens parsed", &JWT_PARSED),
+            ("jwt tokens refused", &JWT_REFUSED),
+            ("jwt tokens accepted", &JWT_ACCEPTED),
         ]
         .into_iter()
         .map(|(n, c)| (n, c.load(Ordering::Relaxed)))
@@ -369,4 +376,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("bridge_conf", bridge::bridge_conf),
     ("bridge_writes", bridge::bridge_writes),
     ("bridge_dispatch", bridge::bridge_dispatch),
+    ("jwt_token", jwt::jwt_token),
 ];
