@@ -1,0 +1,24 @@
+-- lua-jwt-twin: keys by kid (PEM public keys or HMAC secrets), the
+-- algorithms accepted; the token is found as Kong's jwt plugin finds it.
+return {
+  name = "lua-jwt-twin",
+  fields = {
+    { protocols = { type = "set", elements = { type = "string", one_of = { "http", "https" } },
+                    default = { "http", "https" } } },
+    { config = {
+        type = "record",
+        fields = {
+          { uri_param_names = { type = "set", elements = { type = "string" }, default = { "jwt" } } },
+          { cookie_names = { type = "set", elements = { type = "string" }, default = {} } },
+          { header_names = { type = "set", elements = { type = "string" }, default = { "authorization" } } },
+          { claims_to_verify = { type = "set", elements = { type = "string", one_of = { "exp", "nbf" } },
+                                 default = {} } },
+          { keys = { type = "array", default = {}, elements = { type = "record", fields = {
+              { kid = { type = "string", required = true } },
+              { algorithm = { type = "string", required = true } },
+              { key = { type = "string", required = true } },
+          } } } },
+        },
+    } },
+  },
+}
