@@ -7,10 +7,11 @@ return {
     { config = {
         type = "record",
         fields = {
-          { mode = { type = "string", required = true, one_of = { "exit", "redis_get", "redis_incr" } } },
+          { mode = { type = "string", required = true, one_of = { "exit", "redis_get", "redis_incr", "http" } } },
           { host = { type = "string", required = true } },
           { port = { type = "integer", required = true } },
           { timeout_ms = { type = "integer", default = 2000 } },
+          { url = { type = "string" } }, -- rs-io-probe's field; the twin uses host and port
         },
     } },
   },
