@@ -12,6 +12,9 @@
 -- checked, then Kong's set_consumer (authenticate, X-Consumer-* and
 -- X-Credential-Identifier headers, kong.ctx.shared.authenticated_jwt_token).
 --
+-- With cache_pkey = true the parsed key is kept per worker instead (Kong does
+-- not do this): the cost of libcrypto's verification alone.
+--
 -- One simplification makes the twin cheaper than Kong, not dearer:
 -- lua-resty-openssl's pkey.new(pem) tries PEM_read_bio_PrivateKey before
 -- the public-key loaders; the twin calls PEM_read_bio_PUBKEY directly.
@@ -119,12 +122,24 @@ local function base64_decode(input)
   return decode_base64url(input)
 end
 
-local function verify(alg, data, signature, key)
+-- parsed keys, with cache_pkey
+local PKEYS = {}
+
+local function verify(alg, data, signature, key, cache_pkey)
   local md = DIGESTS[alg]
   if sub(alg, 1, 2) == "HS" then
     return signature == hmac(md, key, data)
   end
-  local pkey = pkey_new(key)
+  local pkey
+  if cache_pkey then
+    pkey = PKEYS[key]
+    if not pkey then
+      pkey = pkey_new(key)
+      PKEYS[key] = pkey
+    end
+  else
+    pkey = pkey_new(key)
+  end
   if not pkey then return nil, "Consumer Public Key is Invalid" end
   if ES_LEN[alg] then
     if #signature ~= ES_LEN[alg] then return false end
@@ -202,7 +217,7 @@ function Twin:access(conf)
   local key = by_kid[header.kid]
   if not key then return unauthorized("No credentials found for given 'kid'") end
   if header.alg ~= key.algorithm then return unauthorized("Invalid algorithm") end
-  if not verify(header.alg, header_64 .. "." .. claims_64, signature, key.key) then
+  if not verify(header.alg, header_64 .. "." .. claims_64, signature, key.key, conf.cache_pkey) then
     return unauthorized("Invalid signature")
   end
   local now = ngx.time()
