@@ -187,8 +187,10 @@ const ANONYMOUS: &str = "X-Anonymous-Consumer";
 /// Keys tried for a token without `kid`, at most.
 const MAX_CANDIDATES: usize = 8;
 
-/// Kong's `jwt` authentication with keys of its own: see the
-/// [module](self) documentation.
+/// `rs-jwt`: Kong's `jwt` authentication (token lookup, messages, claims
+/// checks, consumer headers) with keys of its own, from the configuration
+/// ([`KeyConfig`]) or a JWKS ([`super::jwt_keys::JwksCache`]); signatures
+/// by [`super::jwt_token`]. See README.md, "rs-jwt".
 #[derive(Debug)]
 pub struct Jwt {
     uri_param_names: Vec<Vec<u8>>,
