@@ -13,7 +13,7 @@ describe("reliability: fuzz targets, quick bounded run", function()
     p:close()
     local rc = tonumber(out:match("__rc=(%d+)%s*$"))
     assert.equal(0, rc, out:sub(-4000))
-    for _, target in ipairs({ "config_hello", "config_file_log", "request_hello", "request_file_log", "request_json" }) do
+    for _, target in ipairs({ "config_hello", "config_file_log", "request_hello", "request_file_log", "request_json", "jwt_token" }) do
       assert.matches("fuzz quick: " .. target .. ": %d+ corpus %+ %d+ generated inputs, no crash", out)
     end
     -- shown in the busted output, for the record

@@ -353,7 +353,7 @@ end
 local K = {}
 
 -- Our "bundled" means the plugins this rock ships; Kong's means its own.
-local OUR_BUNDLED = { "rs-hello", "rs-file-log", "rs-rate-limiting" }
+local OUR_BUNDLED = { "rs-hello", "rs-file-log", "rs-rate-limiting", "rs-jwt" }
 
 local function plugin_names(list)
   local out, seen = {}, {}
