@@ -64,13 +64,22 @@ function PERFORMERS.connect(sockets, id, host, port, timeout, pool)
   return sock:getreusedtimes()
 end
 
+-- The cosocket `id` of this task with `timeout` (ms) set for its next
+-- call, or nil when it is gone (closed, released).
+local function socket(sockets, id, timeout)
+  local sock = sockets[id]
+  if sock then
+    sock:settimeout(timeout)
+  end
+  return sock
+end
+
 -- a: server name (SNI) or nil, b: verify the certificate, c: timeout (ms).
 function PERFORMERS.tls(sockets, id, server_name, verify, timeout)
-  local sock = sockets[id]
+  local sock = socket(sockets, id, timeout)
   if not sock then
     return nil, "closed"
   end
-  sock:settimeout(timeout)
   local session, err = sock:sslhandshake(nil, server_name, verify)
   if not session then
     return nil, err
@@ -80,33 +89,30 @@ end
 
 -- a: bytes, c: timeout (ms). Replies the number of bytes sent.
 function PERFORMERS.send(sockets, id, data, _, timeout)
-  local sock = sockets[id]
+  local sock = socket(sockets, id, timeout)
   if not sock then
     return nil, "closed"
   end
-  sock:settimeout(timeout)
   return sock:send(data)
 end
 
 -- a: most bytes wanted, c: timeout (ms). Replies the bytes received;
 -- "closed" at the end of the stream.
 function PERFORMERS.receive(sockets, id, max, _, timeout)
-  local sock = sockets[id]
+  local sock = socket(sockets, id, timeout)
   if not sock then
     return nil, "closed"
   end
-  sock:settimeout(timeout)
   return sock:receiveany(max)
 end
 
 -- a: bytes, b: most bytes wanted, c: timeout (ms): a request and the
 -- start of its answer in one round trip between Rust and Lua.
 function PERFORMERS.send_receive(sockets, id, data, max, timeout)
-  local sock = sockets[id]
+  local sock = socket(sockets, id, timeout)
   if not sock then
     return nil, "closed"
   end
-  sock:settimeout(timeout)
   local sent, err = sock:send(data)
   if not sent then
     return nil, err
