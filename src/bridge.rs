@@ -557,9 +557,11 @@ fn phase_functions<P: Plugin>(
         let lookup = move |id: f64| {
             // Cloned out of the registry: the phase may run Lua, whose GC may
             // drop other instances (and so borrow the registry).
-            let valid = id.fract() == 0.0 && (1.0..=MAX_ID as f64).contains(&id);
+            // (an integer compare, not `fract`: a libm call per phase)
+            let whole = id as i64;
+            let valid = whole as f64 == id && (1..=MAX_ID).contains(&whole);
             valid
-                .then(|| registry.borrow().get(id as i64))
+                .then(|| registry.borrow().get(whole))
                 .flatten()
                 .ok_or_else(|| mlua::Error::runtime(format!("no live {} instance {id}", P::NAME)))
         };
@@ -591,12 +593,22 @@ fn phase_functions<P: Plugin>(
             // declares READS_REQUEST_BODY, handed over instead of read again.
             // One value back (see `phase_value`): the common case, nothing
             // to apply, is a nil.
-            lua.create_function(move |lua, (id, body): (f64, Option<mlua::LuaString>)| {
-                let instance = lookup(id)?;
-                let (actions, outcome) =
-                    dispatch(lua, &instance.plugin, &cache, phase, body, None, false);
-                phase_value(lua, actions, outcome)
-            })?
+            if P::READS_REQUEST_BODY && phase.reads_request_body() {
+                lua.create_function(move |lua, (id, body): (f64, Option<mlua::LuaString>)| {
+                    let instance = lookup(id)?;
+                    let (actions, outcome) =
+                        dispatch(lua, &instance.plugin, &cache, phase, body, None, false);
+                    phase_value(lua, actions, outcome).map(Variadic::from_iter)
+                })?
+            } else {
+                lua.create_function(move |lua, id: f64| {
+                    let instance = lookup(id)?;
+                    let (actions, outcome) =
+                        dispatch(lua, &instance.plugin, &cache, phase, None, None, false);
+                    // Pushes no value at all in the common case.
+                    phase_value(lua, actions, outcome).map(Variadic::from_iter)
+                })?
+            }
         };
         factory.raw_set(phase.name(), function)?;
     }
@@ -649,11 +661,12 @@ fn phase_value(
     lua: &Lua,
     actions: Option<Vec<u8>>,
     outcome: crate::Result<Outcome>,
-) -> mlua::Result<LuaValue> {
+) -> mlua::Result<Option<LuaValue>> {
     match (actions, outcome) {
-        (None, Ok(Outcome::Flow(Flow::Continue))) => Ok(LuaValue::Nil),
+        // No value at all: the glue reads a missing result as nil.
+        (None, Ok(Outcome::Flow(Flow::Continue))) => Ok(None),
         (Some(actions), Ok(Outcome::Flow(Flow::Continue))) => {
-            Ok(LuaValue::String(lua.create_string(actions)?))
+            Ok(Some(LuaValue::String(lua.create_string(actions)?)))
         }
         (actions, outcome) => {
             let values = phase_result(lua, actions, outcome)?;
@@ -661,7 +674,7 @@ fn phase_value(
             for (i, value) in values.into_iter().enumerate() {
                 table.raw_set(i + 1, value)?;
             }
-            Ok(LuaValue::Table(table))
+            Ok(Some(LuaValue::Table(table)))
         }
     }
 }
@@ -760,7 +773,7 @@ fn start_task<P: Plugin>(
     cache: &Rc<PdkCache>,
     phase: Phase,
     body: Option<mlua::LuaString>,
-) -> mlua::Result<Variadic<LuaValue>> {
+) -> mlua::Result<driver::Returned> {
     let tasks = &instance.counters.tasks;
     tasks.set(tasks.get() + 1);
     let data = PhaseData {
@@ -780,9 +793,7 @@ fn start_task<P: Plugin>(
             Ok(_) => pdk.take_actions(),
             Err(_) => None,
         };
-        let output: LuaOutput =
-            Box::new(move |lua| phase_result(lua, actions, outcome.map(Outcome::Flow)));
-        output
+        LuaOutput::Phase(actions, outcome)
     });
     driver::start(lua, task)
 }
@@ -805,6 +816,15 @@ async fn run_async_phase<P: Plugin>(
         Phase::Preread => plugin.preread_async(pdk, state).await,
         other => Err(Error::msg(format!("phase {other} cannot be async"))),
     }
+}
+
+/// An async phase's results as Lua values (see [`phase_result`]).
+pub(crate) fn flow_result(
+    lua: &Lua,
+    actions: Option<Vec<u8>>,
+    outcome: crate::Result<Flow>,
+) -> mlua::Result<Variadic<LuaValue>> {
+    phase_result(lua, actions, outcome.map(Outcome::Flow))
 }
 
 /// Lua return values: the pending writes (a string, or nil), then the outcome.

@@ -73,7 +73,7 @@ where
     // The loader runs as a job of its own, inside kong.cache's callback.
     let task = Task::new(async move {
         let loaded = loader().await;
-        let output: LuaOutput = Box::new(move |lua| {
+        LuaOutput::Make(Box::new(move |lua| {
             let mut values = mlua::Variadic::new();
             match loaded {
                 Ok(Some(bytes)) => values.push(LuaValue::String(lua.create_string(bytes)?)),
@@ -84,8 +84,7 @@ where
                 }
             }
             Ok(values)
-        });
-        output
+        }))
     });
     let job = driver::job(&lua, task).map_err(Error::lua)?;
     let request = Request {

@@ -218,8 +218,7 @@ impl<T: 'static> Queue<T> {
             let sending = Sending(job_inner);
             let _ = Inner::drain(&sending.0).await;
             drop(sending);
-            let output: LuaOutput = Box::new(|_| Ok(mlua::Variadic::new()));
-            output
+            LuaOutput::Make(Box::new(|_| Ok(mlua::Variadic::new())))
         });
         if let Err(e) = timers.spawn(delay, task) {
             // The job was dropped unstarted (its guard cleared `sending`);

@@ -19,12 +19,11 @@
 //! ```
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::io::{Connect, TcpStream};
-use bytes::{Bytes, BytesMut};
-use redis_protocol::resp2::decode::decode_bytes_mut;
-use redis_protocol::resp2::encode::extend_encode;
-use redis_protocol::resp2::types::BytesFrame;
+use crate::io::{Connect, TcpStream, push_decimal};
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::types::OwnedFrame;
 use std::hash::{Hash, Hasher};
+use std::rc::Rc;
 use std::time::Duration;
 
 /// Where and how to connect.
@@ -95,6 +94,73 @@ impl Config {
     }
 }
 
+/// A [`Config`] made ready for connecting many times: the pool name and
+/// the peer's name are worked out once, not per request. Build one per
+/// plugin instance (in the constructor) and [`Client::connect`] per
+/// request.
+#[derive(Clone, Debug)]
+pub struct Client {
+    config: Config,
+    // The connect options: timeout and this config's pool.
+    connect: Connect,
+    peer: Rc<str>,
+}
+
+impl Client {
+    /// A client for `config`.
+    pub fn new(config: Config) -> Client {
+        Client {
+            connect: Connect::new().timeout(config.timeout).pool(config.pool()),
+            peer: format!("{}:{}", config.host, config.port).into(),
+            config,
+        }
+    }
+
+    /// The configuration this client connects with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A connection from nginx's pool, or a new one: connected, on TLS when
+    /// `ssl`, authenticated (`AUTH`) and on `database` (`SELECT`).
+    ///
+    /// # Errors
+    /// Outside an async phase; the connection, the handshake, `AUTH` or
+    /// `SELECT` failed (the message names the server).
+    pub async fn connect(&self) -> Result<Connection> {
+        let config = &self.config;
+        let stream = TcpStream::connect_with(&config.host, config.port, &self.connect).await?;
+        let fresh = stream.reused_times() == 0;
+        let mut connection = Connection {
+            peer: self.peer.clone(),
+            stream,
+            buffer: Vec::new(),
+            keepalive: config.keepalive,
+            pool_size: config.pool_size,
+        };
+        if fresh {
+            if config.ssl {
+                let name = config.server_name.as_deref().unwrap_or(&config.host);
+                connection
+                    .stream
+                    .tls_handshake(Some(name), config.ssl_verify)
+                    .await?;
+            }
+            if let Some(password) = &config.password {
+                match &config.username {
+                    Some(user) => connection.command(&["AUTH", user, password]).await?,
+                    None => connection.command(&["AUTH", password]).await?,
+                };
+            }
+            if config.database != 0 {
+                let database = config.database.to_string();
+                connection.command(&["SELECT", &database]).await?;
+            }
+        }
+        Ok(connection)
+    }
+}
+
 /// A reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
@@ -131,16 +197,19 @@ impl Value {
         }
     }
 
-    fn from_frame(frame: BytesFrame) -> Value {
+    fn from_frame(frame: OwnedFrame) -> Value {
         match frame {
-            BytesFrame::SimpleString(s) => Value::Status(String::from_utf8_lossy(&s).into_owned()),
-            BytesFrame::Error(e) => Value::Error(e.to_string()),
-            BytesFrame::Integer(n) => Value::Int(n),
-            BytesFrame::BulkString(b) => Value::Data(b.to_vec()),
-            BytesFrame::Array(items) => {
+            OwnedFrame::SimpleString(s) => Value::Status(
+                String::from_utf8(s)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
+            OwnedFrame::Error(e) => Value::Error(e),
+            OwnedFrame::Integer(n) => Value::Int(n),
+            OwnedFrame::BulkString(b) => Value::Data(b),
+            OwnedFrame::Array(items) => {
                 Value::Array(items.into_iter().map(Value::from_frame).collect())
             }
-            BytesFrame::Null => Value::Nil,
+            OwnedFrame::Null => Value::Nil,
         }
     }
 }
@@ -148,10 +217,11 @@ impl Value {
 /// A connection to Redis.
 pub struct Connection {
     stream: TcpStream,
-    buffer: BytesMut,
+    // Bytes received and not decoded yet.
+    buffer: Vec<u8>,
     keepalive: Duration,
     pool_size: u32,
-    peer: String,
+    peer: Rc<str>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -170,36 +240,7 @@ impl Connection {
     /// Outside an async phase; the connection failed or timed out; Redis
     /// refused `AUTH` or `SELECT`: the message names `host:port`.
     pub async fn connect(config: &Config) -> Result<Connection> {
-        let options = Connect::new().timeout(config.timeout).pool(config.pool());
-        let stream = TcpStream::connect_with(&config.host, config.port, &options).await?;
-        let fresh = stream.reused_times() == 0;
-        let mut connection = Connection {
-            peer: stream.peer().to_string(),
-            stream,
-            buffer: BytesMut::new(),
-            keepalive: config.keepalive,
-            pool_size: config.pool_size,
-        };
-        if fresh {
-            if config.ssl {
-                let name = config.server_name.as_deref().unwrap_or(&config.host);
-                connection
-                    .stream
-                    .tls_handshake(Some(name), config.ssl_verify)
-                    .await?;
-            }
-            if let Some(password) = &config.password {
-                match &config.username {
-                    Some(user) => connection.command(&["AUTH", user, password]).await?,
-                    None => connection.command(&["AUTH", password]).await?,
-                };
-            }
-            if config.database != 0 {
-                let database = config.database.to_string();
-                connection.command(&["SELECT", &database]).await?;
-            }
-        }
-        Ok(connection)
+        Client::new(config.clone()).connect().await
     }
 
     /// Sends one command and reads its reply.
@@ -226,25 +267,23 @@ impl Connection {
         &mut self,
         commands: &[C],
     ) -> Result<Vec<Value>> {
-        let mut out = BytesMut::new();
-        for command in commands {
-            let frame = BytesFrame::Array(
-                command
-                    .as_ref()
-                    .iter()
-                    .map(|arg| BytesFrame::BulkString(Bytes::copy_from_slice(arg.as_ref())))
-                    .collect(),
-            );
-            extend_encode(&mut out, &frame, false)
-                .map_err(|e| Error::msg(format!("redis {}: encoding: {e}", self.peer)))?;
-        }
         // Sent together with the first receive: one round trip to nginx.
-        self.stream.queue(&out);
+        self.stream.queue_with(|out| {
+            for command in commands {
+                encode_command(out, command.as_ref());
+            }
+        });
         let mut replies = Vec::with_capacity(commands.len());
+        let mut start = 0;
         while replies.len() < commands.len() {
-            match decode_bytes_mut(&mut self.buffer) {
-                Ok(Some((frame, _, _))) => replies.push(Value::from_frame(frame)),
+            match decode(&self.buffer[start..]) {
+                Ok(Some((frame, used))) => {
+                    replies.push(Value::from_frame(frame));
+                    start += used;
+                }
                 Ok(None) => {
+                    self.buffer.drain(..start);
+                    start = 0;
                     let data = self.stream.receive(64 * 1024).await?;
                     if data.is_empty() {
                         return Err(Error::new(
@@ -252,7 +291,11 @@ impl Connection {
                             format!("redis {}: connection closed", self.peer),
                         ));
                     }
-                    self.buffer.extend_from_slice(&data);
+                    if self.buffer.is_empty() {
+                        self.buffer = data;
+                    } else {
+                        self.buffer.extend_from_slice(&data);
+                    }
                 }
                 Err(e) => {
                     return Err(Error::msg(format!(
@@ -262,6 +305,7 @@ impl Connection {
                 }
             }
         }
+        self.buffer.drain(..start);
         Ok(replies)
     }
 
@@ -270,6 +314,24 @@ impl Connection {
         if self.buffer.is_empty() {
             self.stream.keepalive(self.keepalive, self.pool_size);
         }
+    }
+}
+
+/// Appends one command as RESP2 (an array of bulk strings: what Redis
+/// expects of clients) to `out`, without building frames first.
+fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
+    // One allocation: each argument takes at most 25 bytes of framing.
+    out.reserve(16 + args.iter().map(|a| a.as_ref().len() + 25).sum::<usize>());
+    out.push(b'*');
+    push_decimal(out, args.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    for arg in args {
+        let arg = arg.as_ref();
+        out.push(b'$');
+        push_decimal(out, arg.len() as u64);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
     }
 }
 

@@ -15,8 +15,25 @@ use mlua::{AnyUserData, Function, Lua, Table, UserData, Value as LuaValue, Varia
 use std::cell::RefCell;
 use std::rc::Rc;
 
-/// What a task finishes with: its Lua results, built when it is handed out.
-pub(crate) type LuaOutput = Box<dyn FnOnce(&Lua) -> mlua::Result<Variadic<LuaValue>>>;
+/// What a task finishes with, turned into its Lua results when it is
+/// handed out: an async phase's writes and outcome (the common case, kept
+/// unboxed), or any other job's own conversion.
+pub(crate) enum LuaOutput {
+    Phase(Option<Vec<u8>>, crate::Result<crate::plugin::Flow>),
+    Make(MakeValues),
+}
+
+/// A job's own conversion of its result into Lua values.
+pub(crate) type MakeValues = Box<dyn FnOnce(&Lua) -> mlua::Result<Variadic<LuaValue>>>;
+
+impl LuaOutput {
+    fn into_values(self, lua: &Lua) -> mlua::Result<Variadic<LuaValue>> {
+        match self {
+            LuaOutput::Phase(actions, outcome) => crate::bridge::flow_result(lua, actions, outcome),
+            LuaOutput::Make(make) => make(lua),
+        }
+    }
+}
 
 /// A task held by the Lua side between operations.
 pub(crate) struct LuaTask {
@@ -31,7 +48,7 @@ impl UserData for LuaTask {}
 ///
 /// # Errors
 /// When Lua cannot allocate.
-pub(crate) fn start(lua: &Lua, task: Task<LuaOutput>) -> mlua::Result<Variadic<LuaValue>> {
+pub(crate) fn start(lua: &Lua, task: Task<LuaOutput>) -> mlua::Result<Returned> {
     let mut task = LuaTask {
         task,
         started: true,
@@ -42,7 +59,7 @@ pub(crate) fn start(lua: &Lua, task: Task<LuaOutput>) -> mlua::Result<Variadic<L
             let handle = lua.create_userdata(task)?;
             pending(lua, LuaValue::UserData(handle), request)
         }
-        Ok(Step::Done(output)) => output(lua),
+        Ok(Step::Done(output)) => output.into_values(lua).map(Returned::Values),
         Err(error) => failed(lua, &error),
     }
 }
@@ -71,11 +88,11 @@ pub(crate) fn resume(
     lua: &Lua,
     (handle, value, err, sockets): (
         AnyUserData,
-        LuaValue,
+        Performed,
         Option<mlua::LuaString>,
         Option<Table>,
     ),
-) -> mlua::Result<Variadic<LuaValue>> {
+) -> mlua::Result<Returned> {
     let step = {
         let mut task = handle.borrow_mut::<LuaTask>()?;
         if let Some(sockets) = sockets {
@@ -92,50 +109,128 @@ pub(crate) fn resume(
     };
     match step {
         Ok(Step::Op(request)) => pending(lua, LuaValue::UserData(handle), request),
-        Ok(Step::Done(output)) => output(lua),
+        Ok(Step::Done(output)) => output.into_values(lua).map(Returned::Values),
         Err(error) => failed(lua, &error),
     }
 }
 
-fn reply(value: LuaValue, err: Option<mlua::LuaString>) -> OpResult {
+fn reply(value: Performed, err: Option<mlua::LuaString>) -> OpResult {
     match value {
-        LuaValue::Nil => Err(err.map_or_else(
+        Performed::Nil => Err(err.map_or_else(
             || "unknown error".to_string(),
             |e| String::from_utf8_lossy(&e.as_bytes()).into_owned(),
         )),
-        LuaValue::String(data) => Ok(Reply::Bytes(data.as_bytes().to_vec())),
-        LuaValue::Integer(n) => Ok(Reply::Int(n)),
-        LuaValue::Number(n) => Ok(Reply::Int(n as i64)),
-        _ => Ok(Reply::Done),
+        Performed::Bytes(data) => Ok(Reply::Bytes(data)),
+        Performed::Int(n) => Ok(Reply::Int(n)),
+        Performed::Other => Ok(Reply::Done),
     }
 }
 
-fn failed(lua: &Lua, error: &crate::Error) -> mlua::Result<Variadic<LuaValue>> {
+/// A performer's first result, read straight off the Lua stack (bytes
+/// copied once, no reference to a Lua value kept): nil (failed, the
+/// message follows), bytes, a number, or anything else (done).
+pub(crate) enum Performed {
+    Nil,
+    Bytes(Vec<u8>),
+    Int(i64),
+    Other,
+}
+
+impl mlua::FromLua for Performed {
+    fn from_lua(value: LuaValue, _: &Lua) -> mlua::Result<Self> {
+        Ok(match value {
+            LuaValue::Nil => Performed::Nil,
+            LuaValue::String(data) => Performed::Bytes(data.as_bytes().to_vec()),
+            LuaValue::Integer(n) => Performed::Int(n),
+            LuaValue::Number(n) => Performed::Int(n as i64),
+            _ => Performed::Other,
+        })
+    }
+
+    unsafe fn from_stack(idx: std::ffi::c_int, lua: &mlua::state::RawLua) -> mlua::Result<Self> {
+        use mlua::ffi;
+        let state = lua.state();
+        // SAFETY: mlua hands over a valid index of the current state; the
+        // string's bytes are copied before anything can collect it.
+        unsafe {
+            Ok(match ffi::lua_type(state, idx) {
+                ffi::LUA_TNIL | ffi::LUA_TNONE => Performed::Nil,
+                ffi::LUA_TSTRING => {
+                    let mut len = 0;
+                    let data = ffi::lua_tolstring(state, idx, &mut len);
+                    Performed::Bytes(std::slice::from_raw_parts(data.cast::<u8>(), len).to_vec())
+                }
+                ffi::LUA_TNUMBER => Performed::Int(ffi::lua_tonumber(state, idx) as i64),
+                _ => Performed::Other,
+            })
+        }
+    }
+}
+
+/// What `start` and `resume` return to the Lua side: a pending operation
+/// `nil, true, task, op, socket, a, b, c, d` (pushed without building a
+/// vector first: it is returned once per operation), or the phase's
+/// results.
+pub(crate) enum Returned {
+    Pending(PendingOp),
+    Values(Variadic<LuaValue>),
+}
+
+/// The task, the operation's code and socket, its four arguments.
+pub(crate) struct PendingOp(LuaValue, u8, u32, [LuaValue; 4]);
+
+impl mlua::IntoLuaMulti for Returned {
+    fn into_lua_multi(self, lua: &Lua) -> mlua::Result<mlua::MultiValue> {
+        match self {
+            Returned::Values(values) => values.into_lua_multi(lua),
+            Returned::Pending(op) => {
+                let PendingOp(handle, kind, socket, [a, b, c, d]) = op;
+                (LuaValue::Nil, true, handle, kind, socket, a, b, c, d).into_lua_multi(lua)
+            }
+        }
+    }
+
+    unsafe fn push_into_stack_multi(
+        self,
+        lua: &mlua::state::RawLua,
+    ) -> mlua::Result<std::ffi::c_int> {
+        // SAFETY: forwarded to mlua's own implementations, same contract.
+        unsafe {
+            match self {
+                Returned::Values(values) => values.push_into_stack_multi(lua),
+                Returned::Pending(op) => {
+                    let PendingOp(handle, kind, socket, [a, b, c, d]) = op;
+                    (LuaValue::Nil, true, handle, kind, socket, a, b, c, d)
+                        .push_into_stack_multi(lua)
+                }
+            }
+        }
+    }
+}
+
+fn failed(lua: &Lua, error: &crate::Error) -> mlua::Result<Returned> {
     let mut values = Variadic::with_capacity(3);
     values.push(LuaValue::Nil);
     values.push(LuaValue::Boolean(false));
     values.push(LuaValue::String(lua.create_string(error.to_string())?));
-    Ok(values)
+    Ok(Returned::Values(values))
 }
 
-fn pending(lua: &Lua, handle: LuaValue, request: Request) -> mlua::Result<Variadic<LuaValue>> {
-    let mut values = Variadic::with_capacity(9);
-    values.push(LuaValue::Nil);
-    values.push(LuaValue::Boolean(true));
-    values.push(handle);
-    values.push(LuaValue::Integer(i64::from(request.kind as u8)));
-    values.push(LuaValue::Integer(i64::from(request.socket)));
-    for arg in request.args {
-        values.push(match arg {
-            Arg::Nil => LuaValue::Nil,
-            Arg::Int(n) => LuaValue::Integer(n),
-            Arg::Num(n) => LuaValue::Number(n),
-            Arg::Bool(b) => LuaValue::Boolean(b),
-            Arg::Bytes(bytes) => LuaValue::String(lua.create_string(bytes)?),
-            Arg::Lua(value) => value,
-        });
-    }
-    Ok(values)
+fn pending(lua: &Lua, handle: LuaValue, request: Request) -> mlua::Result<Returned> {
+    let [a, b, c, d] = request.args.map(|arg| match arg {
+        Arg::Nil => Ok(LuaValue::Nil),
+        Arg::Int(n) => Ok(LuaValue::Integer(n)),
+        Arg::Num(n) => Ok(LuaValue::Number(n)),
+        Arg::Bool(b) => Ok(LuaValue::Boolean(b)),
+        Arg::Bytes(bytes) => lua.create_string(bytes).map(LuaValue::String),
+        Arg::Lua(value) => Ok(value),
+    });
+    Ok(Returned::Pending(PendingOp(
+        handle,
+        request.kind as u8,
+        request.socket,
+        [a?, b?, c?, d?],
+    )))
 }
 
 /// What a native module knows of its Lua state for running jobs from

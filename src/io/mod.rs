@@ -54,3 +54,19 @@ pub(crate) async fn load_consumer(
     }
 }
 pub use time::{sleep, timeout};
+
+/// Appends `n` in decimal to `out`, without the formatting machinery
+/// (protocol encoders call it per request).
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}

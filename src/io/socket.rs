@@ -133,7 +133,12 @@ impl TcpStream {
     /// As [`TcpStream::connect`].
     pub async fn connect_with(host: &str, port: u16, options: &Connect) -> Result<TcpStream> {
         let io = current()?;
-        let peer = format!("{host}:{port}");
+        // host:port without the formatting machinery (once per request).
+        let mut peer = Vec::with_capacity(host.len() + 6);
+        peer.extend_from_slice(host.as_bytes());
+        peer.push(b':');
+        super::push_decimal(&mut peer, u64::from(port));
+        let peer = String::from_utf8(peer).unwrap_or_default(); // host is UTF-8
         let Some(limit) = io.time_left(options.timeout) else {
             return Err(into_error(peer_error(&peer, "connect to", "timeout")));
         };
@@ -142,13 +147,13 @@ impl TcpStream {
             kind: OpKind::Connect,
             socket: id,
             args: [
-                Arg::Bytes(host.as_bytes().to_vec()),
+                io.bytes_arg(host.as_bytes()),
                 Arg::Int(i64::from(port)),
                 millis(limit),
                 options
                     .pool
                     .as_ref()
-                    .map_or(Arg::Nil, |pool| Arg::Bytes(pool.as_bytes().to_vec())),
+                    .map_or(Arg::Nil, |pool| io.bytes_arg(pool.as_bytes())),
             ],
         };
         let reply = super::task::Op::new(io.clone(), request).await;
@@ -234,6 +239,12 @@ impl TcpStream {
     /// [`TcpStream::send`].
     pub fn queue(&mut self, data: &[u8]) {
         self.write_buffer.extend_from_slice(data);
+    }
+
+    /// Like [`TcpStream::queue`], with `encode` writing straight into the
+    /// queue (protocol encoders need no buffer of their own).
+    pub fn queue_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        encode(&mut self.write_buffer);
     }
 
     /// Receives what arrives next, at most `max` bytes; empty at the end of

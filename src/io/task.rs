@@ -152,6 +152,17 @@ impl Io {
         self.lua.borrow().clone()
     }
 
+    /// `bytes` as an operation's argument: a Lua string made at once when
+    /// polled from Lua (no copy kept on the Rust side), else the bytes.
+    pub(crate) fn bytes_arg(&self, bytes: &[u8]) -> Arg {
+        if let Some(lua) = self.lua.borrow().as_ref()
+            && let Ok(string) = lua.create_string(bytes)
+        {
+            return Arg::Lua(mlua::Value::String(string));
+        }
+        Arg::Bytes(bytes.to_vec())
+    }
+
     /// Takes the Lua side's socket table (see `sockets`), once.
     pub(crate) fn set_sockets(&self, sockets: mlua::Table) {
         let mut slot = self.sockets.borrow_mut();
@@ -375,6 +386,14 @@ impl Wake for Flag {
     }
 }
 
+thread_local! {
+    /// The wake flag of the tasks of this thread, one for all: tasks are
+    /// polled one at a time (a task's flag is only read around its own
+    /// poll), so sharing it costs at most a spurious re-poll when a waker
+    /// of another task fires meanwhile, and saves an allocation per task.
+    static WAKE_FLAG: Arc<Flag> = Arc::new(Flag(AtomicBool::new(false)));
+}
+
 /// How many times in a row a task may be woken without asking for I/O
 /// before it is declared stuck (futures waking each other forever).
 const MAX_SPINS: usize = 10_000;
@@ -422,7 +441,7 @@ unsafe fn free_box<D>(data: *mut ()) {
 impl<T: 'static> Task<T> {
     /// A task running `future`.
     pub(crate) fn new(future: impl Future<Output = T> + 'static) -> Task<T> {
-        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let flag = WAKE_FLAG.with(Arc::clone);
         Task {
             future: Some(Box::pin(future)),
             output: None,

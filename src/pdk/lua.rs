@@ -120,6 +120,8 @@ struct DictHandles {
     add: Function,
     incr: Function,
     delete: Function,
+    // The zone, for direct calls (HTTP subsystem inside nginx).
+    zone: Option<super::ngx::Zone>,
 }
 
 /// Logs through `kong.log`, resolved on every call: Kong answers `kong.log`
@@ -605,6 +607,11 @@ impl<'lua> LuaPdk<'lua> {
             add: method("add")?,
             incr: method("incr")?,
             delete: method("delete")?,
+            zone: if self.http {
+                super::ngx::Zone::find(name)
+            } else {
+                None
+            },
             dict,
         });
         self.handles.dicts.borrow_mut().push(handles.clone());
@@ -1035,6 +1042,14 @@ impl SharedDict for LuaSharedDict<'_> {
         ttl: Option<Duration>,
     ) -> Result<i64> {
         let h = &self.handles;
+        if let Some(zone) = h.zone
+            && DIRECT_CALLS.load(Ordering::Relaxed)
+        {
+            return zone
+                .incr(key, by as f64, init.map(|i| i as f64), ttl_seconds(ttl))
+                .map(|value| value as i64)
+                .map_err(|err| self.fail("incr", err));
+        }
         let ttl = ttl.map(|ttl| ttl_seconds(Some(ttl)));
         let (value, err): (Option<f64>, Option<BString>) = self.call(
             "incr",

@@ -296,6 +296,118 @@ impl NgxRequest {
     }
 }
 
+type FindZone = unsafe extern "C" fn(name: *const u8, name_len: usize) -> *mut c_void;
+type ShdictIncr = unsafe extern "C" fn(
+    zone: *mut c_void,
+    key: *const u8,
+    key_len: usize,
+    value: *mut f64,
+    err: *mut *const c_char,
+    has_init: c_int,
+    init: f64,
+    init_ttl: std::ffi::c_long,
+    forcible: *mut c_int,
+) -> c_int;
+
+struct ShdictApi {
+    find_zone: FindZone,
+    incr: ShdictIncr,
+}
+
+/// The shared dict functions, resolved once per process; `None` outside
+/// nginx. Apart from [`api`]: a module lacking one set keeps the other.
+fn shdict_api() -> Option<&'static ShdictApi> {
+    static API: OnceLock<Option<ShdictApi>> = OnceLock::new();
+    API.get_or_init(|| {
+        // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up.
+        let find = |name: &CStr| unsafe {
+            let symbol = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+            (!symbol.is_null()).then_some(symbol)
+        };
+        let find_zone = find(c"ngx_http_lua_find_zone")?;
+        let incr = find(c"ngx_http_lua_ffi_shdict_incr")?;
+        // SAFETY: the signatures of ngx_http_lua_api.h and of
+        // lua-resty-core's shdict cdefs.
+        unsafe {
+            Some(ShdictApi {
+                find_zone: std::mem::transmute::<*mut c_void, FindZone>(find_zone),
+                incr: std::mem::transmute::<*mut c_void, ShdictIncr>(incr),
+            })
+        }
+    })
+    .as_ref()
+}
+
+/// One `lua_shared_dict` zone of the HTTP subsystem, for the operations
+/// that are exactly one C call in lua-resty-core (`incr`): what
+/// `ngx.shared.DICT:incr` does after its argument checks, without the
+/// round trip through Lua.
+#[derive(Clone, Copy)]
+pub(crate) struct Zone(*mut c_void);
+
+impl Zone {
+    /// The zone named `name`; `None` outside nginx or when there is none
+    /// (the Lua path then says so).
+    pub(crate) fn find(name: &str) -> Option<Zone> {
+        let api = shdict_api()?;
+        // SAFETY: name and length describe a valid byte string; the
+        // function only compares it with the zones' names.
+        let zone = unsafe { (api.find_zone)(name.as_ptr(), name.len()) };
+        (!zone.is_null()).then_some(Zone(zone))
+    }
+
+    /// `incr(key, by, init, init_ttl)` as resty.core's `shdict_incr`
+    /// (key 1..=65535 bytes; `init_ttl` only with `init`), `Err` with
+    /// nginx's message ("not found", "not a number", "no memory").
+    pub(crate) fn incr(
+        self,
+        key: &[u8],
+        by: f64,
+        init: Option<f64>,
+        init_ttl_seconds: f64,
+    ) -> std::result::Result<f64, String> {
+        let api = shdict_api().ok_or("no shared dict API")?;
+        if key.is_empty() {
+            return Err("empty key".into());
+        }
+        if key.len() > 65535 {
+            return Err("key too long".into());
+        }
+        if init.is_none() && init_ttl_seconds != 0.0 {
+            return Err("must provide \"init\" when providing \"init_ttl\"".into());
+        }
+        let mut value = by;
+        let mut err: *const c_char = std::ptr::null();
+        let mut forcible: c_int = 0;
+        // SAFETY: a zone found by name in this process, a valid key, and
+        // out-pointers to locals; lua-nginx-module takes the zone's lock.
+        let rc = unsafe {
+            (api.incr)(
+                self.0,
+                key.as_ptr(),
+                key.len(),
+                &mut value,
+                &mut err,
+                c_int::from(init.is_some()),
+                init.unwrap_or(0.0),
+                (init_ttl_seconds * 1000.0) as std::ffi::c_long,
+                &mut forcible,
+            )
+        };
+        if rc == NGX_OK {
+            return Ok(value);
+        }
+        Err(if err.is_null() {
+            format!("failed ({rc})")
+        } else {
+            // SAFETY: lua-nginx-module's error strings are static C strings.
+            unsafe { CStr::from_ptr(err) }
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+}
+
 /// A header write's return code as resty.core reads it.
 fn write_result(rc: c_int, err: *const c_char) -> Result<()> {
     match rc {

@@ -24,7 +24,7 @@
 //!   refused requests do not count.
 
 use crate::pdk::{Pdk, Value};
-use crate::redis::{Config as RedisClientConfig, Connection};
+use crate::redis::{Client as RedisClient, Config as RedisClientConfig};
 use crate::{Flow, Plugin, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -312,7 +312,7 @@ pub struct RateLimiting {
     limit_by: LimitBy,
     header_name: String,
     path: Vec<u8>,
-    redis: Option<RedisClientConfig>,
+    redis: Option<RedisClient>,
     fault_tolerant: bool,
     hide_client_headers: bool,
     /// The plugin entity's id, read on the first request.
@@ -493,7 +493,7 @@ impl Plugin for RateLimiting {
                 // What Kong's plugin keeps: set_keepalive(10000, 100).
                 client.pool_size = 100;
                 client.keepalive = Duration::from_secs(10);
-                Some(client)
+                Some(RedisClient::new(client))
             }
         };
         Ok(RateLimiting {
@@ -652,7 +652,7 @@ impl RateLimiting {
     /// One round trip: `INCRBY key 1` + `EXPIRE key <window>` per window.
     async fn count_in_redis(
         &self,
-        config: &RedisClientConfig,
+        client: &RedisClient,
         scope: &[u8],
         identifier: &[u8],
         now: i64,
@@ -675,7 +675,7 @@ impl RateLimiting {
             commands.push([b"INCRBY", key, b"1"]);
             commands.push([b"EXPIRE", key, window.period.seconds_text().as_bytes()]);
         }
-        let mut redis = Connection::connect(config).await?;
+        let mut redis = client.connect().await?;
         let replies = redis.pipeline(&commands).await?;
         redis.release();
         for (slot, reply) in usage.iter_mut().flatten().zip(replies.iter().step_by(2)) {

@@ -18,7 +18,7 @@
 //! it fails the phase (500), as a plugin does by default.
 
 use kong_rs::postgres::Config as PgConfig;
-use kong_rs::redis::{Config as RedisConfig, Connection};
+use kong_rs::redis::{Client as RedisClient, Config as RedisConfig};
 use kong_rs::{Flow, Pdk, Plugin, Result};
 use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,7 +105,7 @@ fn default_timeout() -> u64 {
 /// The `rs-io-probe` plugin.
 pub struct IoProbe {
     config: IoProbeConfig,
-    redis: Option<RedisConfig>,
+    redis: Option<RedisClient>,
     postgres: Option<PgConfig>,
 }
 
@@ -193,7 +193,7 @@ impl IoProbe {
                     .redis
                     .as_ref()
                     .ok_or("redis modes need host and port")?;
-                let mut redis = Connection::connect(config).await?;
+                let mut redis = config.connect().await?;
                 let value = if self.config.mode == Mode::RedisGet {
                     redis.command(&[&b"GET"[..], &key]).await?
                 } else {
@@ -275,7 +275,7 @@ impl Plugin for IoProbe {
             (Some(host), Some(port)) => {
                 let mut redis = RedisConfig::new(host.clone(), port);
                 redis.timeout = Duration::from_millis(config.timeout_ms);
-                Some(redis)
+                Some(RedisClient::new(redis))
             }
             _ => None,
         };
