@@ -13,6 +13,7 @@
 //! | `new(conf)` | instance (a table; `id` names the plugin), or `nil, err` |
 //! | `validate(conf)` | `true`, or `nil, err` (the constructor's message) |
 //! | `stats()` | `{ built = n, live = n, tasks = n }`: constructor calls, live instances, async phases in progress |
+//! | `raw_phases` | the sync phases (but `body_filter`) are plain C functions that never raise |
 //! | `<phase>(id[, chunk, eof])` | runs one phase of instance `id`, see below |
 //!
 //! A phase function (`factory.access(instance.id)`) returns one value: nil
@@ -21,7 +22,8 @@
 //! src/pdk/lua.rs) to apply and continue, or a table `{ writes, status,
 //! body, headers }` to exit (performed by the Lua side, since
 //! `kong.response.exit` yields) / `{ nil, false, message }` when the plugin
-//! failed (an `Err` or a panic). `factory.body_filter(instance.id, chunk,
+//! failed (an `Err` or a panic; with `raw_phases`, also an unknown instance
+//! id: such a phase never raises, see `raw_phase`). `factory.body_filter(instance.id, chunk,
 //! eof)` returns nothing, or the writes then the replacement chunk (or
 //! `false, message`), as several values. An async phase's function returns
 //! what `kong_rs/io.lua` drives (src/io/driver.rs), then the phase's results
@@ -32,6 +34,7 @@ use crate::io::driver::{self, LuaOutput, Timers};
 use crate::io::task::Task;
 use crate::pdk::lua::{LuaPdk, PdkCache};
 use crate::plugin::{Flow, Phase, Plugin};
+use crate::running::Running;
 use crate::schema;
 use bstr::BString;
 use mlua::{AnyUserData, Lua, Table, UserData, Value as LuaValue, Variadic};
@@ -61,6 +64,7 @@ pub struct ModuleBuilder<'lua> {
     descriptions: Vec<serde_json::Value>,
     cache: Rc<PdkCache>,
     timers: Timers,
+    running: Rc<Running>,
 }
 
 impl<'lua> ModuleBuilder<'lua> {
@@ -69,12 +73,14 @@ impl<'lua> ModuleBuilder<'lua> {
     /// # Errors
     /// When Lua cannot allocate the table.
     pub fn new(lua: &'lua Lua) -> mlua::Result<Self> {
+        let running = Rc::new(Running::default());
         Ok(ModuleBuilder {
             lua,
             plugins: lua.create_table()?,
             descriptions: Vec::new(),
-            cache: Rc::new(PdkCache::new(lua)),
-            timers: Timers::new(lua),
+            cache: Rc::new(PdkCache::new(lua, running.clone())),
+            timers: Timers::new(lua, running.clone()),
+            running,
         })
     }
 
@@ -91,7 +97,13 @@ impl<'lua> ModuleBuilder<'lua> {
         }
         let description = describe::<P>()
             .map_err(|e| mlua::Error::runtime(format!("plugin {}: {e}", P::NAME)))?;
-        let factory = factory::<P>(self.lua, &self.cache, &self.timers, &description)?;
+        let factory = factory::<P>(
+            self.lua,
+            &self.cache,
+            &self.running,
+            &self.timers,
+            &description,
+        )?;
         self.plugins.set(P::NAME, factory)?;
         self.descriptions.push(description);
         Ok(self)
@@ -348,6 +360,7 @@ fn build<P: Plugin>(lua: &Lua, conf: LuaValue) -> Result<P, String> {
 fn factory<P: Plugin>(
     lua: &Lua,
     cache: &Rc<PdkCache>,
+    running: &Rc<Running>,
     timers: &Timers,
     description: &serde_json::Value,
 ) -> mlua::Result<Table> {
@@ -411,7 +424,9 @@ fn factory<P: Plugin>(
             }
         })?,
     )?;
-    phase_functions::<P>(lua, &factory, cache, &registry)?;
+    // Sync phases (but body_filter) as plain C functions that never raise.
+    factory.set("raw_phases", raw_phases_possible(lua))?;
+    phase_functions::<P>(lua, &factory, cache, running, &registry)?;
     let stats_counters = counters;
     factory.set(
         "stats",
@@ -547,25 +562,28 @@ fn phase_functions<P: Plugin>(
     lua: &Lua,
     factory: &Table,
     cache: &Rc<PdkCache>,
+    running: &Rc<Running>,
     registry: &Rc<RefCell<Registry<P>>>,
 ) -> mlua::Result<()> {
+    let raw = raw_phases_possible(lua);
     for &phase in P::PHASES {
         let cache = cache.clone();
-        let registry = registry.clone();
-        // Ids come as Lua numbers, read as doubles (cheaper than mlua's
-        // integer conversion); a fraction or a number out of range is no id.
-        let lookup = move |id: f64| {
-            // Cloned out of the registry: the phase may run Lua, whose GC may
-            // drop other instances (and so borrow the registry).
-            // (an integer compare, not `fract`: a libm call per phase)
-            let whole = id as i64;
-            let valid = whole as f64 == id && (1..=MAX_ID).contains(&whole);
-            valid
-                .then(|| registry.borrow().get(whole))
-                .flatten()
-                .ok_or_else(|| mlua::Error::runtime(format!("no live {} instance {id}", P::NAME)))
+        let lookup = {
+            let registry = registry.clone();
+            move |id: f64| live_instance(&registry, id)
         };
-        let function = if P::ASYNC_PHASES.contains(&phase) {
+        let function = if raw && phase != Phase::BodyFilter && !P::ASYNC_PHASES.contains(&phase) {
+            raw_phase_function(
+                lua,
+                RawPhase {
+                    lua: lua.weak(),
+                    cache,
+                    running: running.clone(),
+                    registry: registry.clone(),
+                    phase,
+                },
+            )?
+        } else if P::ASYNC_PHASES.contains(&phase) {
             let cache = cache.clone();
             lua.create_function(move |lua, (id, body): (f64, Option<mlua::LuaString>)| {
                 let instance = lookup(id)?;
@@ -613,6 +631,198 @@ fn phase_functions<P: Plugin>(
         factory.raw_set(phase.name(), function)?;
     }
     Ok(())
+}
+
+/// The live instance `id` (a Lua number: ids are read as doubles, cheaper
+/// than mlua's integer conversion; a fraction or a number out of range is
+/// no id). Cloned out of the registry: the phase may run Lua, whose GC may
+/// drop other instances (and so borrow the registry).
+fn live_instance<P: Plugin>(
+    registry: &RefCell<Registry<P>>,
+    id: f64,
+) -> mlua::Result<Rc<Instance<P>>> {
+    // (an integer compare, not `fract`: a libm call per phase)
+    let whole = id as i64;
+    let valid = whole as f64 == id && (1..=MAX_ID).contains(&whole);
+    valid
+        .then(|| registry.borrow().get(whole))
+        .flatten()
+        .ok_or_else(|| mlua::Error::runtime(format!("no live {} instance {id}", P::NAME)))
+}
+
+/// Whether sync phases may be entered through [`raw_phase`]: when the
+/// module is loaded on the Lua state's main thread, which is then mlua's
+/// state outside its callbacks, alive as long as the state (see
+/// crate::running). Loaded from a coroutine (a test runner's), the phases
+/// are mlua callbacks like the others.
+fn raw_phases_possible(lua: &Lua) -> bool {
+    lua.exec_raw_lua(|raw| {
+        let state = raw.state();
+        // SAFETY: pushes and pops one value on the live current thread.
+        unsafe {
+            let main = mlua::ffi::lua_pushthread(state) == 1;
+            mlua::ffi::lua_settop(state, -2);
+            main
+        }
+    })
+}
+
+/// What a raw phase function needs, owned by the function (an upvalue).
+struct RawPhase<P> {
+    // Weak: the state holds the function, which holds this.
+    lua: mlua::WeakLua,
+    cache: Rc<PdkCache>,
+    running: Rc<Running>,
+    registry: Rc<RefCell<Registry<P>>>,
+    phase: Phase,
+}
+
+/// Frees a [`RawPhase`] when Lua collects its function (the second upvalue).
+struct RawPhaseOwner {
+    data: *mut std::ffi::c_void,
+    free: unsafe fn(*mut std::ffi::c_void),
+}
+
+impl UserData for RawPhaseOwner {}
+
+impl Drop for RawPhaseOwner {
+    fn drop(&mut self) {
+        // SAFETY: `data` came from Box::into_raw of the type `free` frees,
+        // and is freed once, here.
+        unsafe { (self.free)(self.data) }
+    }
+}
+
+unsafe fn free_raw_phase<P>(data: *mut std::ffi::c_void) {
+    // SAFETY: see RawPhaseOwner.
+    drop(unsafe { Box::from_raw(data.cast::<RawPhase<P>>()) });
+}
+
+/// `factory.<phase>(id[, body])` for a sync phase as a plain
+/// `lua_CFunction` ([`raw_phase`]), instead of an mlua callback: an empty
+/// Rust phase then costs about what an empty Lua phase does.
+fn raw_phase_function<P: Plugin>(lua: &Lua, data: RawPhase<P>) -> mlua::Result<mlua::Function> {
+    let data = Box::into_raw(Box::new(data)).cast::<std::ffi::c_void>();
+    let owner = lua.create_userdata(RawPhaseOwner {
+        data,
+        free: free_raw_phase::<P>,
+    })?;
+    // SAFETY: the two upvalues are on the stack; lua_pushcclosure takes them.
+    unsafe {
+        lua.exec_raw((mlua::LightUserData(data), owner), |state| {
+            mlua::ffi::lua_pushcclosure(state, raw_phase::<P>, 2);
+        })
+    }
+}
+
+/// A sync phase entered from Lua: `(id[, body])` → nothing (continue), or
+/// the one value of [`phase_value`]. Never raises: a failure is returned as
+/// `{ nil, false, message }` like a failed phase, and a panic is caught
+/// here, so no Lua error unwinds through Rust frames.
+unsafe extern "C-unwind" fn raw_phase<P: Plugin>(state: *mut mlua::lua_State) -> std::ffi::c_int {
+    use mlua::ffi;
+    // SAFETY: upvalue 1 is the RawPhase<P> that upvalue 2 keeps alive.
+    let data =
+        unsafe { &*ffi::lua_touserdata(state, ffi::lua_upvalueindex(1)).cast::<RawPhase<P>>() };
+    let Some(lua) = data.lua.try_upgrade() else {
+        return 0; // the state is closing
+    };
+    let result: mlua::Result<Option<LuaValue>> =
+        catch_unwind(AssertUnwindSafe(|| data.run(&lua, state)))
+            .unwrap_or_else(|panic| {
+                Err(mlua::Error::runtime(format!(
+                    "panicked: {}",
+                    panic_message(&panic)
+                )))
+            })
+            .or_else(|error| {
+                let values = phase_result(&lua, None, Err(Error::lua(error)))?;
+                let table = lua.create_sequence_from(values)?;
+                Ok(Some(LuaValue::Table(table)))
+            });
+    match result {
+        Ok(None) => 0,
+        Ok(Some(value)) => {
+            // Made on mlua's state, moved to this thread's stack.
+            let pushed = lua.exec_raw_lua(|raw| {
+                // SAFETY: the value is pushed on mlua's live state and moved
+                // to `state` (the same Lua state), which has room for it.
+                unsafe {
+                    raw.push_value(&value)?;
+                    ffi::lua_xmove(raw.state(), state, 1);
+                }
+                Ok::<_, mlua::Error>(())
+            });
+            if pushed.is_err() {
+                push_unreadable(state);
+            }
+            1
+        }
+        Err(_) => {
+            push_unreadable(state);
+            1
+        }
+    }
+}
+
+/// When not even a failure could be made into a value (out of memory):
+/// `false`, which the glue cannot read, so the request fails loudly there
+/// instead of passing.
+fn push_unreadable(state: *mut mlua::lua_State) {
+    // SAFETY: pushing a boolean does not allocate; a C function has
+    // LUA_MINSTACK free slots.
+    unsafe { mlua::ffi::lua_pushboolean(state, 0) };
+}
+
+impl<P: Plugin> RawPhase<P> {
+    fn run(&self, lua: &Lua, state: *mut mlua::lua_State) -> mlua::Result<Option<LuaValue>> {
+        use mlua::ffi;
+        // SAFETY: argument 1 of the call (0 when it is not a number).
+        let id = unsafe { ffi::lua_tonumber(state, 1) };
+        let instance = live_instance(&self.registry, id)?;
+        let body = if P::READS_REQUEST_BODY && self.phase.reads_request_body() {
+            body_argument(lua, state)?
+        } else {
+            None
+        };
+        let (actions, outcome) = self.running.with(state, || {
+            dispatch(
+                lua,
+                &instance.plugin,
+                &self.cache,
+                self.phase,
+                body,
+                None,
+                false,
+            )
+        });
+        // The common case without a call: continue, nothing to apply.
+        if actions.is_none() && matches!(outcome, Ok(Outcome::Flow(Flow::Continue))) {
+            return Ok(None);
+        }
+        phase_value(lua, actions, outcome)
+    }
+}
+
+/// Argument 2 of a raw phase call, the request body the glue read, as an
+/// mlua string (nil: none, or it did not fit into the body buffer).
+fn body_argument(lua: &Lua, state: *mut mlua::lua_State) -> mlua::Result<Option<mlua::LuaString>> {
+    use mlua::ffi;
+    lua.exec_raw_lua(|raw| {
+        // SAFETY: argument 2 is copied to mlua's state (same Lua state)
+        // and taken from there as a reference.
+        unsafe {
+            if ffi::lua_type(state, 2) != ffi::LUA_TSTRING {
+                return Ok(None);
+            }
+            if ffi::lua_checkstack(raw.state(), 1) == 0 {
+                return Err(mlua::Error::StackError);
+            }
+            ffi::lua_pushvalue(state, 2);
+            ffi::lua_xmove(state, raw.state(), 1);
+            raw.pop::<mlua::LuaString>().map(Some)
+        }
+    })
 }
 
 /// Runs one phase, turning a panic into an error like any other.

@@ -78,6 +78,7 @@ pub mod plugins;
 pub mod postgres;
 pub mod queue;
 pub mod redis;
+mod running;
 pub mod schema;
 #[cfg(test)]
 mod test_support;

@@ -327,11 +327,12 @@ fn a_stale_or_forged_instance_id_is_an_error_not_another_instance() {
     let next_id: i64 = next.as_table().unwrap().get("id").unwrap();
     assert_ne!(id, next_id);
     for bad in [id, 999_999, -1] {
-        let err = access.call::<mlua::MultiValue>(bad).expect_err("refused");
-        assert!(
-            err.to_string().contains("no live counter instance"),
-            "{err}"
-        );
+        // Refused as a failed phase ({ nil, false, message }), not raised:
+        // the sync phases are plain C functions that never raise.
+        let failed: mlua::Table = access.call(bad).expect("a failure is a value");
+        assert_eq!(failed.get::<Option<bool>>(2).unwrap(), Some(false));
+        let message: String = failed.get(3).unwrap();
+        assert!(message.contains("no live counter instance"), "{message}");
     }
     assert!(access.call::<mlua::MultiValue>(next_id).is_ok());
 }
@@ -419,4 +420,69 @@ fn a_conf_reusing_tables_or_holding_a_cycle_is_refused_quickly() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// The sync phases are plain C functions; inside nginx they run on the
+/// request's coroutine, not on the thread that loaded the module, and every
+/// call into Lua (`kong.*`, `kong.ctx`) must run on that coroutine: it is
+/// how lua-nginx-module finds the request. The stub answers by the thread
+/// it runs on.
+#[test]
+fn calls_into_lua_run_on_the_coroutine_that_runs_the_phase() {
+    let lua = Lua::new();
+    let upstream: Table = lua
+        .load(
+            r#"
+            local upstream = {}
+            local function where()
+              return coroutine.running() and "coroutine" or "main"
+            end
+            kong = {
+              request = { get_header = function(name) return where() end },
+              response = { get_status = function() error("raised on the " .. where()) end },
+              service = { request = { set_header = function(k, v) upstream[k] = v end } },
+              ctx = setmetatable({}, { __index = function(_, key)
+                upstream["ctx." .. key] = where()
+                local t = {}
+                rawset(kong.ctx, key, t)
+                return t
+              end }),
+            }
+            return upstream
+        "#,
+        )
+        .eval()
+        .unwrap();
+    let factory = factory(&lua);
+    let in_coroutine: mlua::Function = lua
+        .load(
+            r#"
+            return function(phase, id)
+              return coroutine.wrap(function() return phase(id) end)()
+            end
+        "#,
+        )
+        .eval()
+        .unwrap();
+    let continuing = instance(&lua, &factory, "continue");
+    let id: f64 = continuing.as_table().unwrap().get("id").unwrap();
+    let access: mlua::Function = factory.get("access").unwrap();
+    let writes: Option<mlua::LuaString> = in_coroutine.call((&access, id)).unwrap();
+    let writes = writes.expect("the header write is handed back");
+    assert!(
+        writes.as_bytes().windows(9).any(|w| w == b"coroutine"),
+        "kong.request.get_header ran on the main thread: {:?}",
+        writes.to_string_lossy()
+    );
+    // The state lives in kong.ctx.plugin, resolved on the coroutine.
+    assert_eq!(upstream.get::<String>("ctx.plugin").unwrap(), "coroutine");
+
+    // A Lua error raised by a kong.* call on the coroutine is the phase's
+    // failure, not an error unwinding through Rust.
+    let failing = instance(&lua, &factory, "lua_error");
+    let id: f64 = failing.as_table().unwrap().get("id").unwrap();
+    let failed: Table = in_coroutine.call((&access, id)).unwrap();
+    assert_eq!(failed.get::<Option<bool>>(2).unwrap(), Some(false));
+    let message: String = failed.get(3).unwrap();
+    assert!(message.contains("raised on the coroutine"), "{message}");
 }

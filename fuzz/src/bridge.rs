@@ -379,9 +379,18 @@ pub fn bridge_dispatch(data: &[u8]) {
             };
             let body = lua_value(lua, &mut input, 1, &mut tables);
             let plain_body = matches!(body, LuaValue::Nil | LuaValue::String(_));
-            match access.call::<mlua::MultiValue>((id.clone(), body)) {
-                Ok(_) => hit(&crate::reached::BRIDGE_DISPATCH_RAN),
-                Err(_) => {
+            // A refusal comes back as a failed phase, { nil, false, message }
+            // (the sync phases never raise), or, on the mlua path, raised.
+            let refused = match access.call::<LuaValue>((id.clone(), body)) {
+                Ok(LuaValue::Table(failed)) => {
+                    failed.raw_get::<LuaValue>(2).expect("status") == LuaValue::Boolean(false)
+                }
+                Ok(_) => false,
+                Err(_) => true,
+            };
+            match refused {
+                false => hit(&crate::reached::BRIDGE_DISPATCH_RAN),
+                true => {
                     let is_live = number(&id) == Some(live_number);
                     assert!(!(is_live && plain_body), "the live instance was refused");
                     hit(&crate::reached::BRIDGE_DISPATCH_REFUSED);

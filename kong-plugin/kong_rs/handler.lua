@@ -80,9 +80,15 @@ end
 -- pending writes (a string), or a table { writes, status, body, headers }
 -- to exit / { nil, false, message } when the plugin failed.
 local function finish_value(name, phase, apply_actions, result)
-  if type(result) == "string" then
+  local kind = type(result)
+  if kind == "string" then
     apply(name, phase, apply_actions, result)
     return
+  end
+  if kind ~= "table" then
+    -- What a raw phase answers when it could not even make its failure
+    -- (out of memory): the request fails, it does not pass.
+    return fail(name, phase, "the native module returned no result")
   end
   return finish(name, phase, apply_actions, result[1], result[2], result[3], result[4])
 end
@@ -169,6 +175,43 @@ local function phase_handler(name, phase, run, instances, instance_for, apply_ac
 end
 
 
+-- A sync phase of a module whose sync phases are plain C functions
+-- (`factory.raw_phases`): they never raise (a failure is returned as a
+-- value), so no pcall; and one lookup, conf -> instance id.
+local function raw_phase_handler(name, phase, run, ids, instance_for, apply_actions, reads_body)
+  if reads_body then
+    return function(_, conf)
+      local id = ids[conf]
+      if not id then
+        local instance, err = instance_for(conf)
+        if not instance then
+          return fail(name, phase, err)
+        end
+        id = instance.id
+      end
+      local result = run(id, kong.request.get_raw_body())
+      if result ~= nil then
+        return finish_value(name, phase, apply_actions, result)
+      end
+    end
+  end
+  return function(_, conf)
+    local id = ids[conf]
+    if not id then
+      local instance, err = instance_for(conf)
+      if not instance then
+        return fail(name, phase, err)
+      end
+      id = instance.id
+    end
+    local result = run(id)
+    if result ~= nil then
+      return finish_value(name, phase, apply_actions, result)
+    end
+  end
+end
+
+
 -- An async phase (`async fn access` in Rust): the first call runs the
 -- future up to its first I/O operation; kong_rs.io's driver performs the
 -- operations with cosockets in this coroutine and resumes the future until
@@ -222,6 +265,9 @@ function _M.new(native_name, plugin_name)
 
   local new_instance = factory.new
   local instances = setmetatable({}, { __mode = "k" })
+  -- conf -> instance id, for the raw phases' one lookup (the instance
+  -- itself stays in `instances`, which keeps it alive with its conf).
+  local ids = setmetatable({}, { __mode = "k" })
   -- A conf the constructor refused, with its message: built once per conf
   -- table like a good one, not again on every request.
   local refused = setmetatable({}, { __mode = "k" })
@@ -242,6 +288,7 @@ function _M.new(native_name, plugin_name)
       return nil, err
     end
     instances[conf] = instance
+    ids[conf] = instance.id
     return instance
   end
 
@@ -266,6 +313,10 @@ function _M.new(native_name, plugin_name)
                                            apply_actions, reads_body, drive)
     elseif phase == "body_filter" then
       handler[phase] = body_filter_handler(plugin_name, run, instances, instance_for, apply_actions)
+    elseif factory.raw_phases then
+      local reads_body = factory.reads_request_body and rules[phase].body or false
+      handler[phase] = raw_phase_handler(plugin_name, phase, run, ids, instance_for,
+                                         apply_actions, reads_body)
     else
       local reads_body = factory.reads_request_body and rules[phase].body or false
       handler[phase] = phase_handler(plugin_name, phase, run, instances, instance_for,

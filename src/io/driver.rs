@@ -240,6 +240,8 @@ fn pending(lua: &Lua, handle: LuaValue, request: Request) -> mlua::Result<Return
 pub(crate) struct Timers {
     // Weak: the module table holds this, and the Lua state holds the module.
     lua: mlua::WeakLua,
+    // The thread a raw phase runs on: ngx.timer.at is called there.
+    running: Rc<crate::running::Running>,
     runner: Rc<RefCell<Option<Function>>>,
     // `ngx.timer.at` and an error logger, compiled on first use (there is
     // no `ngx` in a plain LuaJIT state, e.g. under `cargo test`).
@@ -255,9 +257,10 @@ const TIMER_FUNCTIONS: &str = "return function(delay, runner, job) \
      function(message) ngx.log(ngx.ERR, message) end";
 
 impl Timers {
-    pub(crate) fn new(lua: &Lua) -> Timers {
+    pub(crate) fn new(lua: &Lua, running: Rc<crate::running::Running>) -> Timers {
         Timers {
             lua: lua.weak(),
+            running,
             runner: Rc::new(RefCell::new(None)),
             functions: Rc::new(std::cell::OnceCell::new()),
         }
@@ -274,10 +277,9 @@ impl Timers {
             return Ok(functions);
         }
         let lua = self.lua()?;
-        let functions: (Function, Function) = lua
-            .load(TIMER_FUNCTIONS)
-            .eval()
-            .map_err(crate::Error::lua)?;
+        let functions: (Function, Function) =
+            crate::running::eval_on(&lua, self.running.thread(), TIMER_FUNCTIONS)
+                .map_err(crate::Error::lua)?;
         Ok(self.functions.get_or_init(|| functions))
     }
 
@@ -301,9 +303,14 @@ impl Timers {
         })?;
         let job = job(&self.lua()?, task).map_err(crate::Error::lua)?;
         let (timer_at, _) = self.functions()?;
-        let (ok, err): (Option<LuaValue>, Option<String>) = timer_at
-            .call((delay.as_secs_f64(), runner, job))
-            .map_err(crate::Error::lua)?;
+        let lua = self.lua()?;
+        let (ok, err): (Option<LuaValue>, Option<String>) = crate::running::call_on(
+            &lua,
+            self.running.thread(),
+            timer_at,
+            (delay.as_secs_f64(), runner, job),
+        )
+        .map_err(crate::Error::lua)?;
         match ok {
             Some(_) => Ok(()),
             None => Err(crate::Error::msg(format!(

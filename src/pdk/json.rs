@@ -30,15 +30,15 @@ pub(crate) struct CjsonMarkers {
 }
 
 impl CjsonMarkers {
-    /// cjson's markers, if `require "cjson"` succeeds in `lua`.
-    pub(crate) fn load(lua: &Lua) -> CjsonMarkers {
-        let found: mlua::Result<(LuaValue, LuaValue, LuaValue)> = lua
-            .load(
-                "local ok, c = pcall(require, 'cjson') \
-                 if ok and type(c) == 'table' then return c.empty_array, c.array_mt, c.empty_array_mt end",
-            )
-            .set_name("=kong-rs")
-            .eval();
+    /// cjson's markers, if `require "cjson"` succeeds in `lua` (run on
+    /// Lua thread `thread`, see crate::running).
+    pub(crate) fn load(lua: &Lua, thread: *mut mlua::lua_State) -> CjsonMarkers {
+        let found: mlua::Result<(LuaValue, LuaValue, LuaValue)> = crate::running::eval_on(
+            lua,
+            thread,
+            "local ok, c = pcall(require, 'cjson') \
+             if ok and type(c) == 'table' then return c.empty_array, c.array_mt, c.empty_array_mt end",
+        );
         let Ok((empty_array, array_mt, empty_array_mt)) = found else {
             return CjsonMarkers::default();
         };
@@ -220,7 +220,7 @@ mod tests {
 
     fn lua_json(lua: &Lua, code: &str) -> Json {
         let value: LuaValue = lua.load(code).eval().unwrap();
-        let markers = CjsonMarkers::load(lua);
+        let markers = CjsonMarkers::load(lua, std::ptr::null_mut());
         lua_to_json(&value, &markers, 0).unwrap().unwrap()
     }
 

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::plugin::Phase;
+use crate::running::{Running, call_on, eval_on};
 use bstr::{BStr, BString};
 use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Value as LuaValue};
 use serde_json::Value as Json;
@@ -102,7 +103,8 @@ pdk_functions! {
 
 struct Handles {
     functions: Vec<OnceCell<Function>>,
-    ctx: OnceCell<Table>,
+    // `function(key) return kong.ctx[key] end`
+    ctx: OnceCell<Function>,
     log: OnceCell<Function>,
     // cjson's array markers, for JSON <-> Lua tables.
     cjson: OnceCell<CjsonMarkers>,
@@ -148,6 +150,8 @@ impl Handles {
 /// of one native module. Filled lazily, one function at a time.
 pub(crate) struct PdkCache {
     handles: Rc<Handles>,
+    // The thread a raw phase runs on (see crate::running).
+    running: Rc<Running>,
     // Whether this Lua state is lua-nginx-module's (HTTP). A worker runs the
     // stream subsystem in a Lua state of its own, where the direct calls of
     // super::ngx (lua-nginx-module's HTTP functions) must never be made.
@@ -157,7 +161,7 @@ pub(crate) struct PdkCache {
 impl PdkCache {
     /// The cache of `lua`'s module; the subsystem is read from
     /// `ngx.config.subsystem` (absent outside nginx: not HTTP).
-    pub(crate) fn new(lua: &Lua) -> Self {
+    pub(crate) fn new(lua: &Lua, running: Rc<Running>) -> Self {
         let subsystem = lua
             .load("return ngx and ngx.config and ngx.config.subsystem")
             .eval::<Option<String>>()
@@ -165,6 +169,7 @@ impl PdkCache {
             .flatten();
         PdkCache {
             handles: Rc::new(Handles::new()),
+            running,
             http: subsystem.as_deref() == Some("http"),
         }
     }
@@ -189,6 +194,9 @@ impl PdkCache {
 /// length (u32 LE), value.
 pub struct LuaPdk<'lua> {
     lua: &'lua Lua,
+    // The Lua thread to call Lua on (null: mlua's current state), see
+    // crate::running.
+    thread: *mut mlua::lua_State,
     handles: Rc<Handles>,
     // The HTTP subsystem's Lua state (see PdkCache).
     http: bool,
@@ -252,6 +260,7 @@ impl<'lua> LuaPdk<'lua> {
     pub(crate) fn new(lua: &'lua Lua, cache: &PdkCache) -> Self {
         LuaPdk {
             lua,
+            thread: cache.running.thread(),
             handles: cache.current(),
             http: cache.http,
             actions: Actions::default(),
@@ -279,7 +288,7 @@ impl<'lua> LuaPdk<'lua> {
         *self.ngx.get_or_init(|| {
             DIRECT_CALLS
                 .load(Ordering::Relaxed)
-                .then(|| NgxRequest::current(self.lua))
+                .then(|| NgxRequest::current(self.running_thread()))
                 .flatten()
         })
     }
@@ -365,42 +374,46 @@ impl<'lua> LuaPdk<'lua> {
         Ok(cell.get_or_init(|| function))
     }
 
+    /// `kong.<path>`, looked up on the running thread (Kong's tables may
+    /// resolve fields through metamethods).
     fn walk(&self, path: &str) -> Result<LuaValue> {
-        let mut value: LuaValue = self.lua.globals().get("kong").map_err(Error::lua)?;
-        let mut walked = String::from("kong");
-        for part in path.split('.') {
-            let LuaValue::Table(table) = value else {
-                return Err(Error::msg(format!("{walked} is not a table")));
-            };
-            value = table.get(part).map_err(Error::lua)?;
-            walked.push('.');
-            walked.push_str(part);
-        }
-        Ok(value)
+        eval_on(self.lua, self.thread, &format!("return kong.{path}"))
+            .map_err(|e| Error::lua(e).context(format_args!("kong.{path}")))
     }
 
     fn call<R: FromLuaMulti>(&self, id: F, args: impl IntoLuaMulti) -> Result<R> {
         let function = self.function(id)?;
-        function
-            .call(args)
+        call_on(self.lua, self.thread, function, args)
             .map_err(|e| Error::lua(e).context(format_args!("kong.{}", PATHS[id as usize])))
     }
 
-    /// `kong.ctx`, looked up once.
-    fn ctx_table(&self) -> Result<&Table> {
-        if let Some(table) = self.handles.ctx.get() {
-            return Ok(table);
+    /// The Lua thread this phase runs on.
+    fn running_thread(&self) -> *mut mlua::lua_State {
+        if self.thread.is_null() {
+            self.lua.exec_raw_lua(|raw| raw.state())
+        } else {
+            self.thread
         }
-        let table = match self.walk("ctx")? {
-            LuaValue::Table(table) => table,
-            other => {
-                return Err(Error::msg(format!(
-                    "kong.ctx is not a table (got {})",
-                    other.type_name()
-                )));
+    }
+
+    /// `kong.ctx[key]`: a per-request table Kong's `kong.ctx` resolves
+    /// through lua-nginx-module, hence a call on the running thread.
+    fn ctx_field(&self, key: &str) -> Result<Table> {
+        let get = match self.handles.ctx.get() {
+            Some(get) => get,
+            None => {
+                let get: Function = eval_on(
+                    self.lua,
+                    self.thread,
+                    "return function(key) return kong.ctx[key] end",
+                )
+                .map_err(Error::lua)?;
+                self.handles.ctx.get_or_init(|| get)
             }
         };
-        Ok(self.handles.ctx.get_or_init(|| table))
+        let table: Option<Table> = call_on(self.lua, self.thread, get, key)
+            .map_err(|e| Error::lua(e).context(format_args!("kong.ctx.{key}")))?;
+        table.ok_or_else(|| Error::msg(format!("kong.ctx.{key} is not a table")))
     }
 
     /// `kong.ctx.plugin` of the current request (Kong resolves it per
@@ -409,7 +422,7 @@ impl<'lua> LuaPdk<'lua> {
         if let Some(table) = &self.plugin {
             return Ok(table.clone());
         }
-        let table: Table = self.ctx_table()?.get("plugin").map_err(Error::lua)?;
+        let table = self.ctx_field("plugin")?;
         self.plugin = Some(table.clone());
         Ok(table)
     }
@@ -418,7 +431,7 @@ impl<'lua> LuaPdk<'lua> {
         if let Some(table) = &self.shared {
             return Ok(table.clone());
         }
-        let table: Table = self.ctx_table()?.get("shared").map_err(Error::lua)?;
+        let table = self.ctx_field("shared")?;
         self.shared = Some(table.clone());
         Ok(table)
     }
@@ -559,7 +572,7 @@ impl<'lua> LuaPdk<'lua> {
     fn markers(&self) -> &CjsonMarkers {
         self.handles
             .cjson
-            .get_or_init(|| CjsonMarkers::load(self.lua))
+            .get_or_init(|| CjsonMarkers::load(self.lua, self.thread))
     }
 
     /// JSON as a Lua argument (`None`: `nil`).
@@ -583,12 +596,8 @@ impl<'lua> LuaPdk<'lua> {
                 ),
             )
         };
-        let shared: LuaValue = self
-            .lua
-            .load("return ngx and ngx.shared")
-            .set_name("=kong-rs")
-            .eval()
-            .map_err(Error::lua)?;
+        let shared: LuaValue =
+            eval_on(self.lua, self.thread, "return ngx and ngx.shared").map_err(Error::lua)?;
         let LuaValue::Table(shared) = shared else {
             return Err(missing());
         };
@@ -624,6 +633,7 @@ impl<'lua> LuaPdk<'lua> {
             let handles = self.dict_handles(name)?;
             self.dict = Some(LuaSharedDict {
                 lua: self.lua,
+                thread: self.thread,
                 handles,
             });
         }
@@ -635,20 +645,14 @@ impl<'lua> LuaPdk<'lua> {
         let shim = match self.handles.log.get() {
             Some(shim) => shim,
             None => {
-                let shim: Function = self
-                    .lua
-                    .load(LOG_SHIM)
-                    .set_name("=kong-rs")
-                    .call(())
-                    .map_err(Error::lua)?;
+                let shim: Function =
+                    eval_on(self.lua, self.thread, LOG_SHIM).map_err(Error::lua)?;
                 self.handles.log.get_or_init(|| shim)
             }
         };
-        shim.call((
-            level.name(),
-            self.lua.create_string(message).map_err(Error::lua)?,
-        ))
-        .map_err(|e| Error::lua(e).context(format_args!("kong.log.{}", level.name())))
+        let message = self.lua.create_string(message).map_err(Error::lua)?;
+        call_on(self.lua, self.thread, shim, (level.name(), message))
+            .map_err(|e| Error::lua(e).context(format_args!("kong.log.{}", level.name())))
     }
 }
 
@@ -957,6 +961,7 @@ impl PluginInfo for LuaPdk<'_> {
 /// `ngx.shared.DICT` through its Lua methods (see [`SharedDict`]).
 struct LuaSharedDict<'lua> {
     lua: &'lua Lua,
+    thread: *mut mlua::lua_State,
     handles: Rc<DictHandles>,
 }
 
@@ -980,7 +985,7 @@ impl LuaSharedDict<'_> {
         f: &Function,
         args: impl IntoLuaMulti,
     ) -> Result<R> {
-        f.call(args).map_err(|e| {
+        call_on(self.lua, self.thread, f, args).map_err(|e| {
             Error::lua(e).context(format_args!("ngx.shared.{}:{method}", self.handles.name))
         })
     }
@@ -1151,7 +1156,7 @@ mod tests {
     fn client_log_and_shared_dicts_through_lua() {
         let lua = Lua::new();
         let to_log: Function = lua.load(FAKE).eval().unwrap();
-        let cache = PdkCache::new(&lua);
+        let cache = PdkCache::new(&lua, Rc::default());
         let mut pdk = LuaPdk::new(&lua, &cache);
         let kong: &mut dyn crate::Pdk = &mut pdk;
 

@@ -160,12 +160,11 @@ pub(crate) struct NgxRequest {
 }
 
 impl NgxRequest {
-    /// The request of the Lua thread `lua` is running on; `None` outside
+    /// The request of Lua thread `state` (the one running); `None` outside
     /// nginx or outside a request phase (a timer's fake request, init: e.g.
     /// specs run by Kong's `bin/busted`, which runs in resty's timer).
-    pub(crate) fn current(lua: &mlua::Lua) -> Option<NgxRequest> {
+    pub(crate) fn current(state: *mut mlua::lua_State) -> Option<NgxRequest> {
         let api = api()?;
-        let state = lua.exec_raw_lua(|raw| raw.state());
         // SAFETY: `state` is the live Lua thread that called into Rust;
         // lua-nginx-module reads the request it stored for that thread.
         let r = unsafe { (api.get_request)(state) };
@@ -443,6 +442,7 @@ mod tests {
         // cargo test links LuaJIT but not lua-nginx-module: reads fall back
         // to kong.* (the bridge tests exercise that path).
         assert!(!available());
-        assert!(NgxRequest::current(&mlua::Lua::new()).is_none());
+        let lua = mlua::Lua::new();
+        assert!(NgxRequest::current(lua.exec_raw_lua(|raw| raw.state())).is_none());
     }
 }
