@@ -95,21 +95,24 @@ struct Api {
     get_phase: GetPhase,
 }
 
+/// The address of C function `name` in this process (nginx loads its
+/// modules with RTLD_GLOBAL), if there is one.
+fn symbol(name: &CStr) -> Option<*mut c_void> {
+    // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up.
+    let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    (!symbol.is_null()).then_some(symbol)
+}
+
 /// The C functions, resolved once per process; `None` outside nginx.
 fn api() -> Option<&'static Api> {
     static API: OnceLock<Option<Api>> = OnceLock::new();
     API.get_or_init(|| {
-        let find = |name: &CStr| {
-            // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up.
-            let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-            (!symbol.is_null()).then_some(symbol)
-        };
-        let get_request = find(c"ngx_http_lua_get_request")?;
-        let var_get = find(c"ngx_http_lua_ffi_var_get")?;
-        let set_request_header = find(c"ngx_http_lua_ffi_req_set_header")?;
-        let set_response_header = find(c"ngx_http_lua_ffi_set_resp_header")?;
-        let headers_sent = find(c"ngx_http_lua_ffi_headers_sent")?;
-        let get_phase = find(c"ngx_http_lua_ffi_get_phase")?;
+        let get_request = symbol(c"ngx_http_lua_get_request")?;
+        let var_get = symbol(c"ngx_http_lua_ffi_var_get")?;
+        let set_request_header = symbol(c"ngx_http_lua_ffi_req_set_header")?;
+        let set_response_header = symbol(c"ngx_http_lua_ffi_set_resp_header")?;
+        let headers_sent = symbol(c"ngx_http_lua_ffi_headers_sent")?;
+        let get_phase = symbol(c"ngx_http_lua_ffi_get_phase")?;
         // SAFETY: each symbol has the C signature lua-nginx-module declares
         // for it (ngx_http_lua_api.h; the cdefs of lua-resty-core).
         unsafe {
@@ -318,13 +321,8 @@ struct ShdictApi {
 fn shdict_api() -> Option<&'static ShdictApi> {
     static API: OnceLock<Option<ShdictApi>> = OnceLock::new();
     API.get_or_init(|| {
-        // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up.
-        let find = |name: &CStr| unsafe {
-            let symbol = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
-            (!symbol.is_null()).then_some(symbol)
-        };
-        let find_zone = find(c"ngx_http_lua_find_zone")?;
-        let incr = find(c"ngx_http_lua_ffi_shdict_incr")?;
+        let find_zone = symbol(c"ngx_http_lua_find_zone")?;
+        let incr = symbol(c"ngx_http_lua_ffi_shdict_incr")?;
         // SAFETY: the signatures of ngx_http_lua_api.h and of
         // lua-resty-core's shdict cdefs.
         unsafe {
