@@ -189,6 +189,22 @@ function PERFORMERS.sleep(_, _, seconds)
 end
 
 
+-- What Rust calls to give a socket back while it polls (handed over with
+-- the task's socket table): setkeepalive (closing the socket when that
+-- fails) when `idle` is set, else close; the entry removed. Neither yields.
+local function release(sockets, id, idle, pool_size)
+  local sock = sockets[id]
+  if not sock then
+    return
+  end
+  sockets[id] = nil
+  if idle and sock:setkeepalive(idle, pool_size) then
+    return
+  end
+  sock:close()
+end
+
+
 -- Drivers already built, by `io_ops` table (one per native module).
 local drivers = setmetatable({}, { __mode = "k" })
 
@@ -244,7 +260,8 @@ function _M.new(io_ops, resume)
       else
         value, err = nil, "unknown operation " .. tostring(op)
       end
-      ok, actions, status, x1, x2, x3, x4, x5, x6, x7 = pcall(resume, task, value, err, handover)
+      ok, actions, status, x1, x2, x3, x4, x5, x6, x7 =
+        pcall(resume, task, value, err, handover, handover and release)
       handover = nil
       if status == true then
         -- x1 is the task again; then the next operation.

@@ -76,27 +76,29 @@ pub(crate) fn job(lua: &Lua, task: Task<LuaOutput>) -> mlua::Result<AnyUserData>
     })
 }
 
-/// `resume(task, value, err[, sockets])`: the Lua side performed the
-/// operation the task asked for; `value` is its result (nil when it failed
-/// with `err`); `sockets`, the task's cosockets by id, is handed over once
-/// so that releasing one is a direct call. On a job not started yet,
-/// starts it.
+/// `resume(task, value, err[, sockets, release])`: the Lua side performed
+/// the operation the task asked for; `value` is its result (nil when it
+/// failed with `err`); `sockets`, the task's cosockets by id, and
+/// `release(sockets, id, idle, size)` are handed over once so that
+/// releasing a socket is a direct call. On a job not started yet, starts
+/// it.
 ///
 /// # Errors
 /// When `task` is not a task, or Lua cannot allocate.
 pub(crate) fn resume(
     lua: &Lua,
-    (handle, value, err, sockets): (
+    (handle, value, err, sockets, release): (
         AnyUserData,
         Performed,
         Option<mlua::LuaString>,
         Option<Table>,
+        Option<Function>,
     ),
 ) -> mlua::Result<Returned> {
     let step = {
         let mut task = handle.borrow_mut::<LuaTask>()?;
-        if let Some(sockets) = sockets {
-            task.task.set_sockets(sockets);
+        if let (Some(sockets), Some(release)) = (sockets, release) {
+            task.task.set_sockets(sockets, release);
         }
         let reply = if task.started {
             Some(reply(value, err))

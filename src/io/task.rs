@@ -125,7 +125,9 @@ pub(crate) struct Io {
     // handed it over: releasing a socket during a poll is then a direct,
     // non-yielding call (setkeepalive, close) rather than one more
     // operation handed out and resumed from.
-    sockets: RefCell<Option<mlua::Table>>,
+    // With the glue's `release(sockets, id, idle, size)`, which does it in
+    // Lua (a method lookup from Rust is a protected call of its own).
+    sockets: RefCell<Option<(mlua::Table, mlua::Function)>>,
     polling: Cell<bool>,
     // The Lua state polling this task (none under `block_on`).
     lua: RefCell<Option<mlua::Lua>>,
@@ -163,11 +165,12 @@ impl Io {
         Arg::Bytes(bytes.to_vec())
     }
 
-    /// Takes the Lua side's socket table (see `sockets`), once.
-    pub(crate) fn set_sockets(&self, sockets: mlua::Table) {
+    /// Takes the Lua side's socket table and its releaser (see
+    /// `sockets`), once.
+    pub(crate) fn set_sockets(&self, sockets: mlua::Table, release: mlua::Function) {
         let mut slot = self.sockets.borrow_mut();
         if slot.is_none() {
-            *slot = Some(sockets);
+            *slot = Some((sockets, release));
         }
     }
 
@@ -175,8 +178,8 @@ impl Io {
     /// from Lua with the socket table at hand, else as a detached operation.
     pub(crate) fn release(&self, request: Request) {
         if self.polling.get()
-            && let Some(sockets) = self.sockets.borrow().as_ref()
-            && release_directly(sockets, &request).is_ok()
+            && let Some((sockets, release)) = self.sockets.borrow().as_ref()
+            && release_directly(sockets, release, &request).is_ok()
         {
             return;
         }
@@ -273,23 +276,18 @@ impl Io {
 }
 
 /// `sockets[id]:setkeepalive(idle, size)` (closing it when that fails) or
-/// `:close()`, and the entry removed. Neither call yields.
-fn release_directly(sockets: &mlua::Table, request: &Request) -> mlua::Result<()> {
-    use mlua::ObjectLike;
-    let sock: Option<mlua::Table> = sockets.raw_get(request.socket)?;
-    let Some(sock) = sock else {
-        return Ok(());
+/// `:close()`, and the entry removed, by the glue's `release`. Neither call
+/// yields.
+fn release_directly(
+    sockets: &mlua::Table,
+    release: &mlua::Function,
+    request: &Request,
+) -> mlua::Result<()> {
+    let (idle, size) = match (request.kind, &request.args) {
+        (OpKind::Keepalive, [Arg::Int(idle), Arg::Int(size), ..]) => (Some(*idle), Some(*size)),
+        _ => (None, None),
     };
-    sockets.raw_set(request.socket, mlua::Value::Nil)?;
-    if request.kind == OpKind::Keepalive
-        && let [Arg::Int(idle), Arg::Int(size), ..] = &request.args
-    {
-        let kept: Option<bool> = sock.call_method("setkeepalive", (*idle, *size))?;
-        if kept == Some(true) {
-            return Ok(());
-        }
-    }
-    sock.call_method::<()>("close", ())
+    release.call((sockets, request.socket, idle, size))
 }
 
 thread_local! {
@@ -488,8 +486,8 @@ impl<T: 'static> Task<T> {
     }
 
     /// Hands the task the Lua side's socket table (see `Io::release`).
-    pub(crate) fn set_sockets(&self, sockets: mlua::Table) {
-        self.io.set_sockets(sockets);
+    pub(crate) fn set_sockets(&self, sockets: mlua::Table, release: mlua::Function) {
+        self.io.set_sockets(sockets, release);
     }
 
     /// Hands the task the reply to the operation it asked for (`None` on
