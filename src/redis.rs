@@ -1,12 +1,15 @@
-//! A Redis client for async phases: RESP2 by the `redis-protocol` codec,
-//! over an nginx cosocket ([`crate::io::TcpStream`]), connections kept
-//! alive in nginx's pool (authenticated and on their database already).
+//! A Redis client for async phases: RESP2 (requests written directly,
+//! replies decoded by the `redis-protocol` codec) over an nginx cosocket
+//! ([`crate::io::TcpStream`]), connections kept alive in nginx's pool
+//! (authenticated and on their database already).
 //!
 //! ```no_run
 //! # async fn example() -> kong_rs::Result<()> {
-//! use kong_rs::redis::{Config, Connection};
-//! let config = Config::new("127.0.0.1", 6379);
-//! let mut redis = Connection::connect(&config).await?;
+//! use kong_rs::redis::{Client, Config};
+//! // Once, in the plugin's constructor:
+//! let client = Client::new(Config::new("127.0.0.1", 6379));
+//! // Per request, in an async phase:
+//! let mut redis = client.connect().await?;
 //! // One round trip for both commands.
 //! let replies = redis
 //!     .pipeline(&[&["INCR", "hits"][..], &["EXPIRE", "hits", "60"][..]])
