@@ -582,7 +582,8 @@ impl<T> Drop for Task<T> {
 /// the clients) without nginx. TLS is not available here.
 ///
 /// # Errors
-/// As [`Task::resume`].
+/// The future panicked, or waited for something that is not kong-rs I/O
+/// (a future of another runtime, a channel nobody sends on).
 pub fn block_on<T: 'static>(future: impl Future<Output = T> + 'static) -> crate::Result<T> {
     let mut task = Task::new(future);
     let mut sockets = super::blocking::Sockets::default();

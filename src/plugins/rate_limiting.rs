@@ -305,7 +305,8 @@ struct Window {
     limit: f64,
 }
 
-/// Kong's `rate-limiting`, in Rust: see the [module](self) documentation.
+/// Kong's `rate-limiting`, in Rust: per-window counters in a shared dict
+/// (policy `local`) or in Redis (policy `redis`), Kong's headers and 429.
 #[derive(Debug)]
 pub struct RateLimiting {
     windows: Vec<Window>,
