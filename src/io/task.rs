@@ -582,8 +582,9 @@ impl<T> Drop for Task<T> {
 /// the clients) without nginx. TLS is not available here.
 ///
 /// # Errors
-/// The future panicked, or waited for something that is not kong-rs I/O
-/// (a future of another runtime, a channel nobody sends on).
+/// The future panicked, kept waking itself without doing any I/O, or
+/// waited for something that is not kong-rs I/O (a future of another
+/// runtime, a channel nobody sends on).
 pub fn block_on<T: 'static>(future: impl Future<Output = T> + 'static) -> crate::Result<T> {
     let mut task = Task::new(future);
     let mut sockets = super::blocking::Sockets::default();
