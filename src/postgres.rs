@@ -374,6 +374,23 @@ impl Connection {
         }
     }
 
+    /// Runs `work` on the client while driving the connection, within the
+    /// timeout, and settles the outcome (see [`Connection::settle`]): the
+    /// one path of `query`, `execute` and `batch_execute`.
+    async fn call<T>(
+        &mut self,
+        work: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T> {
+        let limit = self.timeout;
+        let Live {
+            client,
+            connection,
+            stream,
+        } = self.live()?;
+        let outcome = timeout(limit, drive(connection, stream, work(client))).await;
+        self.settle(outcome)
+    }
+
     /// The outcome of a call: an error naming the peer; a connection that
     /// failed or timed out is closed.
     fn settle<T>(&mut self, outcome: Result<Result<T, Failure>>) -> Result<T> {
@@ -403,18 +420,9 @@ impl Connection {
     /// convert to the column's type; the connection failed, closed or
     /// timed out (then it is closed): the message names `host:port`.
     pub async fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        let limit = self.timeout;
-        let live = self.live()?;
-        let outcome = timeout(
-            limit,
-            drive(
-                &mut live.connection,
-                &live.stream,
-                live.client.query(sql, params),
-            ),
-        )
-        .await;
-        let rows = self.settle(outcome)?;
+        let rows = self
+            .call(async |client| client.query(sql, params).await)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|row| Row {
@@ -430,18 +438,8 @@ impl Connection {
     /// # Errors
     /// As [`Connection::query`].
     pub async fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        let limit = self.timeout;
-        let live = self.live()?;
-        let outcome = timeout(
-            limit,
-            drive(
-                &mut live.connection,
-                &live.stream,
-                live.client.execute(sql, params),
-            ),
-        )
-        .await;
-        self.settle(outcome)
+        self.call(async |client| client.execute(sql, params).await)
+            .await
     }
 
     /// Runs several statements separated by `;`, without parameters, in
@@ -452,18 +450,8 @@ impl Connection {
     /// As [`Connection::query`]; the statements after a failed one are
     /// not run.
     pub async fn batch_execute(&mut self, sql: &str) -> Result<()> {
-        let limit = self.timeout;
-        let live = self.live()?;
-        let outcome = timeout(
-            limit,
-            drive(
-                &mut live.connection,
-                &live.stream,
-                live.client.batch_execute(sql),
-            ),
-        )
-        .await;
-        self.settle(outcome)
+        self.call(async |client| client.batch_execute(sql).await)
+            .await
     }
 
     /// Ends the session politely (PostgreSQL's `Terminate`) and closes the
