@@ -39,12 +39,8 @@ local function stopper(pid, dir)
   end
 end
 
---- The HTTP test server: { port = n, url = "http://127.0.0.1:n", stop = fn }.
-function _M.http()
-  local dir = tmpdir()
-  local portfile = dir .. "/port"
-  local pid = spawn("exec python3 " .. h.root .. "/spec/support/test_servers.py http " .. portfile,
-                    dir .. "/log")
+-- The port a test_servers.py server wrote to `portfile` once listening.
+local function wait_for_port(portfile)
   local port
   h.wait_until(function()
     local f = io.open(portfile)
@@ -54,6 +50,16 @@ function _M.http()
     end
     return port ~= nil
   end, 10)
+  return port
+end
+
+--- The HTTP test server: { port = n, url = "http://127.0.0.1:n", stop = fn }.
+function _M.http()
+  local dir = tmpdir()
+  local portfile = dir .. "/port"
+  local pid = spawn("exec python3 " .. h.root .. "/spec/support/test_servers.py http " .. portfile,
+                    dir .. "/log")
+  local port = wait_for_port(portfile)
   return { port = port, url = "http://127.0.0.1:" .. port, stop = stopper(pid, dir) }
 end
 
@@ -67,15 +73,7 @@ function _M.https()
   local portfile = dir .. "/port"
   local pid = spawn("exec python3 " .. h.root .. "/spec/support/test_servers.py https " .. portfile ..
                     " " .. cert .. " " .. key, dir .. "/log")
-  local port
-  h.wait_until(function()
-    local f = io.open(portfile)
-    if f then
-      port = tonumber(f:read("*a"))
-      f:close()
-    end
-    return port ~= nil
-  end, 10)
+  local port = wait_for_port(portfile)
   return { port = port, url = "https://127.0.0.1:" .. port, cert = cert, stop = stopper(pid, dir) }
 end
 
