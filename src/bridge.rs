@@ -425,8 +425,9 @@ fn factory<P: Plugin>(
         })?,
     )?;
     // Sync phases (but body_filter) as plain C functions that never raise.
-    factory.set("raw_phases", raw_phases_possible(lua))?;
-    phase_functions::<P>(lua, &factory, cache, running, &registry)?;
+    let raw = raw_phases_possible(lua);
+    factory.set("raw_phases", raw)?;
+    phase_functions::<P>(lua, &factory, cache, running, &registry, raw)?;
     let stats_counters = counters;
     factory.set(
         "stats",
@@ -564,8 +565,8 @@ fn phase_functions<P: Plugin>(
     cache: &Rc<PdkCache>,
     running: &Rc<Running>,
     registry: &Rc<RefCell<Registry<P>>>,
+    raw: bool,
 ) -> mlua::Result<()> {
-    let raw = raw_phases_possible(lua);
     for &phase in P::PHASES {
         let cache = cache.clone();
         let lookup = {
