@@ -65,6 +65,9 @@ pub struct ModuleBuilder<'lua> {
     cache: Rc<PdkCache>,
     timers: Timers,
     running: Rc<Running>,
+    // Whether phases and `resume` are plain C functions (see
+    // `raw_phases_possible`), with the task metatable of src/io/raw.rs.
+    raw: Option<Table>,
 }
 
 impl<'lua> ModuleBuilder<'lua> {
@@ -74,13 +77,19 @@ impl<'lua> ModuleBuilder<'lua> {
     /// When Lua cannot allocate the table.
     pub fn new(lua: &'lua Lua) -> mlua::Result<Self> {
         let running = Rc::new(Running::default());
+        let raw = if raw_phases_possible(lua) {
+            Some(crate::io::raw::task_metatable(lua)?)
+        } else {
+            None
+        };
         Ok(ModuleBuilder {
             lua,
             plugins: lua.create_table()?,
             descriptions: Vec::new(),
             cache: Rc::new(PdkCache::new(lua, running.clone())),
-            timers: Timers::new(lua, running.clone()),
+            timers: Timers::new(lua, running.clone(), raw.is_some()),
             running,
+            raw,
         })
     }
 
@@ -102,6 +111,7 @@ impl<'lua> ModuleBuilder<'lua> {
             &self.cache,
             &self.running,
             &self.timers,
+            self.raw.as_ref(),
             &description,
         )?;
         self.plugins.set(P::NAME, factory)?;
@@ -156,7 +166,19 @@ impl<'lua> ModuleBuilder<'lua> {
             io_ops.raw_push(entry)?;
         }
         module.set("io_ops", io_ops)?;
-        module.set("resume", self.lua.create_function(driver::resume)?)?;
+        let resume = match &self.raw {
+            Some(metatable) => owning_c_function(
+                self.lua,
+                crate::io::raw::RawResume {
+                    lua: self.lua.weak(),
+                    running: self.running.clone(),
+                },
+                crate::io::raw::resume,
+                Some(metatable),
+            )?,
+            None => self.lua.create_function(driver::resume)?,
+        };
+        module.set("resume", resume)?;
         // The glue's function that runs jobs from timers (queues' senders).
         let timers = self.timers.clone();
         module.set(
@@ -362,6 +384,7 @@ fn factory<P: Plugin>(
     cache: &Rc<PdkCache>,
     running: &Rc<Running>,
     timers: &Timers,
+    raw: Option<&Table>,
     description: &serde_json::Value,
 ) -> mlua::Result<Table> {
     use mlua::serde::LuaSerdeExt;
@@ -425,8 +448,7 @@ fn factory<P: Plugin>(
         })?,
     )?;
     // Sync phases (but body_filter) as plain C functions that never raise.
-    let raw = raw_phases_possible(lua);
-    factory.set("raw_phases", raw)?;
+    factory.set("raw_phases", raw.is_some())?;
     phase_functions::<P>(lua, &factory, cache, running, &registry, raw)?;
     let stats_counters = counters;
     factory.set(
@@ -565,7 +587,7 @@ fn phase_functions<P: Plugin>(
     cache: &Rc<PdkCache>,
     running: &Rc<Running>,
     registry: &Rc<RefCell<Registry<P>>>,
-    raw: bool,
+    raw: Option<&Table>,
 ) -> mlua::Result<()> {
     for &phase in P::PHASES {
         let cache = cache.clone();
@@ -573,17 +595,21 @@ fn phase_functions<P: Plugin>(
             let registry = registry.clone();
             move |id: f64| live_instance(&registry, id)
         };
-        let function = if raw && phase != Phase::BodyFilter && !P::ASYNC_PHASES.contains(&phase) {
-            raw_phase_function(
-                lua,
-                RawPhase {
-                    lua: lua.weak(),
-                    cache,
-                    running: running.clone(),
-                    registry: registry.clone(),
-                    phase,
-                },
-            )?
+        let raw_data = || RawPhase {
+            lua: lua.weak(),
+            cache: cache.clone(),
+            running: running.clone(),
+            registry: registry.clone(),
+            phase,
+        };
+        let function = if let Some(metatable) = raw
+            && phase != Phase::BodyFilter
+        {
+            if P::ASYNC_PHASES.contains(&phase) {
+                owning_c_function(lua, raw_data(), raw_async_phase::<P>, Some(metatable))?
+            } else {
+                owning_c_function(lua, raw_data(), raw_phase::<P>, None)?
+            }
         } else if P::ASYNC_PHASES.contains(&phase) {
             let cache = cache.clone();
             lua.create_function(move |lua, (id, body): (f64, Option<mlua::LuaString>)| {
@@ -678,15 +704,16 @@ struct RawPhase<P> {
     phase: Phase,
 }
 
-/// Frees a [`RawPhase`] when Lua collects its function (the second upvalue).
-struct RawPhaseOwner {
+/// Frees the data of a raw C function when Lua collects the function (the
+/// second upvalue).
+struct RawDataOwner {
     data: *mut std::ffi::c_void,
     free: unsafe fn(*mut std::ffi::c_void),
 }
 
-impl UserData for RawPhaseOwner {}
+impl UserData for RawDataOwner {}
 
-impl Drop for RawPhaseOwner {
+impl Drop for RawDataOwner {
     fn drop(&mut self) {
         // SAFETY: `data` came from Box::into_raw of the type `free` frees,
         // and is freed once, here.
@@ -694,25 +721,36 @@ impl Drop for RawPhaseOwner {
     }
 }
 
-unsafe fn free_raw_phase<P>(data: *mut std::ffi::c_void) {
-    // SAFETY: see RawPhaseOwner.
-    drop(unsafe { Box::from_raw(data.cast::<RawPhase<P>>()) });
+unsafe fn free_raw_data<T>(data: *mut std::ffi::c_void) {
+    // SAFETY: see RawDataOwner.
+    drop(unsafe { Box::from_raw(data.cast::<T>()) });
 }
 
-/// `factory.<phase>(id[, body])` for a sync phase as a plain
-/// `lua_CFunction` ([`raw_phase`]), instead of an mlua callback: an empty
-/// Rust phase then costs about what an empty Lua phase does.
-fn raw_phase_function<P: Plugin>(lua: &Lua, data: RawPhase<P>) -> mlua::Result<mlua::Function> {
+/// A plain `lua_CFunction` `function` instead of an mlua callback (an
+/// empty Rust phase then costs about what an empty Lua phase does), with
+/// upvalues: `data` (light userdata), the userdata that frees it when Lua
+/// collects the function, and `extra` if any.
+fn owning_c_function<T: 'static>(
+    lua: &Lua,
+    data: T,
+    function: mlua::ffi::lua_CFunction,
+    extra: Option<&Table>,
+) -> mlua::Result<mlua::Function> {
     let data = Box::into_raw(Box::new(data)).cast::<std::ffi::c_void>();
-    let owner = lua.create_userdata(RawPhaseOwner {
+    let owner = lua.create_userdata(RawDataOwner {
         data,
-        free: free_raw_phase::<P>,
+        free: free_raw_data::<T>,
     })?;
-    // SAFETY: the two upvalues are on the stack; lua_pushcclosure takes them.
+    // SAFETY: the upvalues are on the stack; lua_pushcclosure takes them.
     unsafe {
-        lua.exec_raw((mlua::LightUserData(data), owner), |state| {
-            mlua::ffi::lua_pushcclosure(state, raw_phase::<P>, 2);
-        })
+        match extra {
+            Some(extra) => lua.exec_raw((mlua::LightUserData(data), owner, extra), |state| {
+                mlua::ffi::lua_pushcclosure(state, function, 3);
+            }),
+            None => lua.exec_raw((mlua::LightUserData(data), owner), |state| {
+                mlua::ffi::lua_pushcclosure(state, function, 2);
+            }),
+        }
     }
 }
 
@@ -985,6 +1023,63 @@ fn start_task<P: Plugin>(
     phase: Phase,
     body: Option<mlua::LuaString>,
 ) -> mlua::Result<driver::Returned> {
+    driver::start(lua, phase_task::<P>(lua, instance, cache, phase, body))
+}
+
+/// An async phase entered from Lua as a plain C function (see
+/// src/io/raw.rs): `(id[, body])` → the values of a pending or finished
+/// task (`nil, false, message` on failure). Never raises. Upvalues: the
+/// [`RawPhase`], its owner, the task metatable.
+unsafe extern "C-unwind" fn raw_async_phase<P: Plugin>(
+    state: *mut mlua::lua_State,
+) -> std::ffi::c_int {
+    use mlua::ffi;
+    // SAFETY: upvalue 1 is the RawPhase<P> that upvalue 2 keeps alive.
+    let data =
+        unsafe { &*ffi::lua_touserdata(state, ffi::lua_upvalueindex(1)).cast::<RawPhase<P>>() };
+    let Some(lua) = data.lua.try_upgrade() else {
+        return 0; // the state is closing
+    };
+    let made = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: argument 1 of the call (0 when it is not a number).
+        let id = unsafe { ffi::lua_tonumber(state, 1) };
+        let instance = live_instance(&data.registry, id)?;
+        let body = if P::READS_REQUEST_BODY && data.phase.reads_request_body() {
+            body_argument(&lua, state)?
+        } else {
+            None
+        };
+        Ok::<_, mlua::Error>(phase_task::<P>(&lua, instance, &data.cache, data.phase, body))
+    }));
+    let message = match made {
+        Ok(Ok(task)) => {
+            let task = driver::LuaTask::new(task, true);
+            // SAFETY: `state` is the calling thread; upvalue 3 is the task
+            // metatable.
+            return unsafe {
+                crate::io::raw::start(&lua, state, &data.running, ffi::lua_upvalueindex(3), task)
+            };
+        }
+        Ok(Err(error)) => error.to_string(),
+        Err(panic) => format!("panicked: {}", panic_message(&panic)),
+    };
+    // SAFETY: a C function has LUA_MINSTACK free slots.
+    unsafe {
+        ffi::lua_pushnil(state);
+        ffi::lua_pushboolean(state, 0);
+        ffi::lua_pushlstring(state, message.as_ptr().cast(), message.len());
+    }
+    3
+}
+
+/// The task of one async phase of `instance`.
+fn phase_task<P: Plugin>(
+    lua: &Lua,
+    instance: Rc<Instance<P>>,
+    cache: &Rc<PdkCache>,
+    phase: Phase,
+    body: Option<mlua::LuaString>,
+) -> Task<LuaOutput> {
     let tasks = &instance.counters.tasks;
     tasks.set(tasks.get() + 1);
     let data = PhaseData {
@@ -1006,7 +1101,7 @@ fn start_task<P: Plugin>(
         };
         LuaOutput::Phase(actions, outcome)
     });
-    driver::start(lua, task)
+    task
 }
 
 async fn run_async_phase<P: Plugin>(

@@ -86,7 +86,7 @@ where
             Ok(values)
         }))
     });
-    let job = driver::job(&lua, task).map_err(Error::lua)?;
+    let job = driver::job(&lua, task, io.raw_entry()).map_err(Error::lua)?;
     let request = Request {
         kind: OpKind::CacheGet,
         socket: 0,
@@ -94,7 +94,7 @@ where
             Arg::Bytes(key.as_bytes().to_vec()),
             Arg::Num(options.ttl.as_secs_f64()),
             Arg::Num(options.neg_ttl.as_secs_f64()),
-            Arg::Lua(LuaValue::UserData(job)),
+            Arg::Lua(job),
         ],
     };
     match Op::new(io, request).await {

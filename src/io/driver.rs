@@ -43,6 +43,42 @@ pub(crate) struct LuaTask {
 
 impl UserData for LuaTask {}
 
+impl LuaTask {
+    /// `task`, to be started by its first resume unless `started` (an
+    /// async phase runs at once, a job when a timer or a cache loader
+    /// starts it).
+    pub(crate) fn new(task: Task<LuaOutput>, started: bool) -> LuaTask {
+        LuaTask { task, started }
+    }
+
+    /// Whether the task was started (its next resume carries a reply).
+    pub(crate) fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Whether the Lua side handed over the task's socket table.
+    pub(crate) fn has_sockets(&self) -> bool {
+        self.task.has_sockets()
+    }
+
+    /// See [`Task::set_sockets`].
+    pub(crate) fn set_sockets(&self, sockets: Table, release: Function) {
+        self.task.set_sockets(sockets, release);
+    }
+
+    /// Tells the task the Lua state and the thread that poll it now.
+    pub(crate) fn prepare(&self, lua: &Lua, thread: *mut mlua::ffi::lua_State) {
+        self.task.set_lua(lua);
+        self.task.set_thread(thread);
+    }
+
+    /// Runs the task with the reply to its operation (`None`: it starts).
+    pub(crate) fn step(&mut self, reply: Option<OpResult>) -> crate::Result<Step<LuaOutput>> {
+        self.started = true;
+        self.task.resume(reply)
+    }
+}
+
 /// Runs `task` up to its first operation (or its end) and returns what the
 /// Lua side does next.
 ///
@@ -65,15 +101,18 @@ pub(crate) fn start(lua: &Lua, task: Task<LuaOutput>) -> mlua::Result<Returned> 
 }
 
 /// A task not started yet, for the Lua side to start later (from a timer:
-/// `resume(job)` with no result starts it).
+/// `resume(job)` with no result starts it): a raw task userdata when the
+/// module's `resume` is raw (`raw`, see src/io/raw.rs), else an mlua one.
 ///
 /// # Errors
 /// When Lua cannot allocate.
-pub(crate) fn job(lua: &Lua, task: Task<LuaOutput>) -> mlua::Result<AnyUserData> {
-    lua.create_userdata(LuaTask {
-        task,
-        started: false,
-    })
+pub(crate) fn job(lua: &Lua, task: Task<LuaOutput>, raw: bool) -> mlua::Result<LuaValue> {
+    let task = LuaTask::new(task, false);
+    if raw {
+        super::raw::job(lua, task)
+    } else {
+        lua.create_userdata(task).map(LuaValue::UserData)
+    }
 }
 
 /// `resume(task, value, err[, sockets, release])`: the Lua side performed
@@ -101,7 +140,10 @@ pub(crate) fn resume(
             task.task.set_sockets(sockets, release);
         }
         let reply = if task.started {
-            Some(reply(value, err))
+            Some(reply(
+                value,
+                err.map(|e| String::from_utf8_lossy(&e.as_bytes()).into_owned()),
+            ))
         } else {
             task.started = true;
             task.task.set_lua(lua);
@@ -116,12 +158,10 @@ pub(crate) fn resume(
     }
 }
 
-fn reply(value: Performed, err: Option<mlua::LuaString>) -> OpResult {
+/// A performer's result as the task's reply: `err` when it gave nil.
+pub(crate) fn reply(value: Performed, err: Option<String>) -> OpResult {
     match value {
-        Performed::Nil => Err(err.map_or_else(
-            || "unknown error".to_string(),
-            |e| String::from_utf8_lossy(&e.as_bytes()).into_owned(),
-        )),
+        Performed::Nil => Err(err.unwrap_or_else(|| "unknown error".to_string())),
         Performed::Bytes(data) => Ok(Reply::Bytes(data)),
         Performed::Int(n) => Ok(Reply::Int(n)),
         Performed::Other => Ok(Reply::Done),
@@ -150,12 +190,22 @@ impl mlua::FromLua for Performed {
     }
 
     unsafe fn from_stack(idx: std::ffi::c_int, lua: &mlua::state::RawLua) -> mlua::Result<Self> {
+        // SAFETY: mlua hands over a valid index of the current state.
+        Ok(unsafe { Performed::read(lua.state(), idx) })
+    }
+}
+
+impl Performed {
+    /// The value at `idx` of `state`.
+    ///
+    /// # Safety
+    /// `idx` is a valid (or unused, "none") index of the live thread `state`.
+    pub(crate) unsafe fn read(state: *mut mlua::ffi::lua_State, idx: std::ffi::c_int) -> Self {
         use mlua::ffi;
-        let state = lua.state();
-        // SAFETY: mlua hands over a valid index of the current state; the
-        // string's bytes are copied before anything can collect it.
+        // SAFETY: per the contract; the string's bytes are copied before
+        // anything can collect it.
         unsafe {
-            Ok(match ffi::lua_type(state, idx) {
+            match ffi::lua_type(state, idx) {
                 ffi::LUA_TNIL | ffi::LUA_TNONE => Performed::Nil,
                 ffi::LUA_TSTRING => {
                     let mut len = 0;
@@ -164,7 +214,7 @@ impl mlua::FromLua for Performed {
                 }
                 ffi::LUA_TNUMBER => Performed::Int(ffi::lua_tonumber(state, idx) as i64),
                 _ => Performed::Other,
-            })
+            }
         }
     }
 }
@@ -244,6 +294,9 @@ pub(crate) struct Timers {
     lua: mlua::WeakLua,
     // The thread a raw phase runs on: ngx.timer.at is called there.
     running: Rc<crate::running::Running>,
+    // Whether the module's `resume` is raw (its jobs are then raw task
+    // userdata, see src/io/raw.rs).
+    raw: bool,
     runner: Rc<RefCell<Option<Function>>>,
     // `ngx.timer.at` and an error logger, compiled on first use (there is
     // no `ngx` in a plain LuaJIT state, e.g. under `cargo test`).
@@ -259,10 +312,11 @@ const TIMER_FUNCTIONS: &str = "return function(delay, runner, job) \
      function(message) ngx.log(ngx.ERR, message) end";
 
 impl Timers {
-    pub(crate) fn new(lua: &Lua, running: Rc<crate::running::Running>) -> Timers {
+    pub(crate) fn new(lua: &Lua, running: Rc<crate::running::Running>, raw: bool) -> Timers {
         Timers {
             lua: lua.weak(),
             running,
+            raw,
             runner: Rc::new(RefCell::new(None)),
             functions: Rc::new(std::cell::OnceCell::new()),
         }
@@ -303,7 +357,7 @@ impl Timers {
         let runner = self.runner.borrow().clone().ok_or_else(|| {
             crate::Error::msg("no timer runner: load the module through kong_rs.handler")
         })?;
-        let job = job(&self.lua()?, task).map_err(crate::Error::lua)?;
+        let job = job(&self.lua()?, task, self.raw).map_err(crate::Error::lua)?;
         let (timer_at, _) = self.functions()?;
         let lua = self.lua()?;
         let (ok, err): (Option<LuaValue>, Option<String>) = crate::running::call_on(

@@ -14,6 +14,7 @@
 //! blocking std sockets, for `cargo test` without nginx.
 
 mod blocking;
+pub(crate) mod raw;
 pub(crate) mod driver;
 mod socket;
 pub(crate) mod task;

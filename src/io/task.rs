@@ -131,10 +131,27 @@ pub(crate) struct Io {
     polling: Cell<bool>,
     // The Lua state polling this task (none under `block_on`).
     lua: RefCell<Option<mlua::Lua>>,
+    // The thread polling this task when it is entered through a raw C
+    // function (src/io/raw.rs), where calls into Lua must go (see
+    // crate::running); null inside mlua's callbacks.
+    thread: Cell<*mut mlua::ffi::lua_State>,
 }
+
+thread_local! {
+    // I/O states of finished tasks, kept with their buffers' capacity for
+    // the next tasks of this thread: a task per request otherwise costs an
+    // allocation for the state and one for each of its queues.
+    static SPARE: RefCell<Vec<Rc<Io>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many spare I/O states a thread keeps.
+const SPARE_MAX: usize = 32;
 
 impl Io {
     fn new() -> Rc<Io> {
+        if let Some(io) = SPARE.with(|spare| spare.borrow_mut().pop()) {
+            return io;
+        }
         Rc::new(Io {
             queue: RefCell::new(VecDeque::new()),
             in_flight: Cell::new(None),
@@ -146,7 +163,35 @@ impl Io {
             sockets: RefCell::new(None),
             polling: Cell::new(false),
             lua: RefCell::new(None),
+            thread: Cell::new(std::ptr::null_mut()),
         })
+    }
+
+    /// Keeps `io` for a later task when nothing else holds it, emptied
+    /// (Lua references dropped, capacity kept).
+    fn recycle(io: Rc<Io>) {
+        if Rc::strong_count(&io) != 1 || Rc::weak_count(&io) != 0 {
+            return;
+        }
+        io.queue.borrow_mut().clear();
+        io.in_flight.set(None);
+        io.replies.borrow_mut().clear();
+        io.abandoned.borrow_mut().clear();
+        io.next_op.set(1);
+        io.next_socket.set(1);
+        io.deadline.set(None);
+        io.sockets.borrow_mut().take();
+        io.polling.set(false);
+        io.lua.borrow_mut().take();
+        io.thread.set(std::ptr::null_mut());
+        // (try_with: not while the thread's locals are being destroyed)
+        let _ = SPARE.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut()
+                && spare.len() < SPARE_MAX
+            {
+                spare.push(io);
+            }
+        });
     }
 
     /// The Lua state polling this task, if it is polled from Lua.
@@ -155,14 +200,22 @@ impl Io {
     }
 
     /// `bytes` as an operation's argument: a Lua string made at once when
-    /// polled from Lua (no copy kept on the Rust side), else the bytes.
+    /// polled from mlua's callbacks (no copy kept on the Rust side), else
+    /// the bytes (a raw entry pushes them straight onto the Lua stack).
     pub(crate) fn bytes_arg(&self, bytes: &[u8]) -> Arg {
-        if let Some(lua) = self.lua.borrow().as_ref()
+        if !self.raw_entry()
+            && let Some(lua) = self.lua.borrow().as_ref()
             && let Ok(string) = lua.create_string(bytes)
         {
             return Arg::Lua(mlua::Value::String(string));
         }
         Arg::Bytes(bytes.to_vec())
+    }
+
+    /// Whether tasks are entered through raw C functions (their handles
+    /// are then raw userdata, see src/io/raw.rs).
+    pub(crate) fn raw_entry(&self) -> bool {
+        !self.thread.get().is_null()
     }
 
     /// Takes the Lua side's socket table and its releaser (see
@@ -179,7 +232,8 @@ impl Io {
     pub(crate) fn release(&self, request: Request) {
         if self.polling.get()
             && let Some((sockets, release)) = self.sockets.borrow().as_ref()
-            && release_directly(sockets, release, &request).is_ok()
+            && let Some(lua) = self.lua.borrow().as_ref()
+            && release_directly(lua, self.thread.get(), sockets, release, &request).is_ok()
         {
             return;
         }
@@ -279,6 +333,8 @@ impl Io {
 /// `:close()`, and the entry removed, by the glue's `release`. Neither call
 /// yields.
 fn release_directly(
+    lua: &mlua::Lua,
+    thread: *mut mlua::ffi::lua_State,
     sockets: &mlua::Table,
     release: &mlua::Function,
     request: &Request,
@@ -287,7 +343,7 @@ fn release_directly(
         (OpKind::Keepalive, [Arg::Int(idle), Arg::Int(size), ..]) => (Some(*idle), Some(*size)),
         _ => (None, None),
     };
-    release.call((sockets, request.socket, idle, size))
+    crate::running::call_on(lua, thread, release, (sockets, request.socket, idle, size))
 }
 
 thread_local! {
@@ -408,45 +464,50 @@ pub(crate) enum Step<T> {
 /// it every socket it holds, whose release is then no longer performed:
 /// nginx closes a request's cosockets when the request ends).
 pub(crate) struct Task<T> {
-    // Declared first so it is dropped before `borrowed`, which it borrows.
     future: Option<Pin<Box<dyn Future<Output = T>>>>,
     output: Option<T>,
-    io: Rc<Io>,
+    // Given back to the thread's spare states when the task is dropped.
+    io: std::mem::ManuallyDrop<Rc<Io>>,
     flag: Arc<Flag>,
     waker: Waker,
-    borrowed: Option<Borrowed>,
 }
 
-/// Data a task's future borrows for its whole life, freed after the future.
-struct Borrowed {
-    data: *mut (),
-    free: unsafe fn(*mut ()),
+/// A future together with the data it borrows, in one allocation: the
+/// future is dropped before the data (field order), and the data never
+/// moves (the whole is pinned in the task's box).
+struct Borrowing<D, F> {
+    future: Option<F>,
+    data: D,
 }
 
-impl Drop for Borrowed {
-    fn drop(&mut self) {
-        // SAFETY: `data` came from `Box::into_raw` of the type `free` was
-        // instantiated with, and is freed once, here.
-        unsafe { (self.free)(self.data) }
+impl<D, F: Future> Future for Borrowing<D, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: structural pinning of `future`: it is never moved out
+        // while pinned (only dropped in place with the whole).
+        let future = unsafe { self.map_unchecked_mut(|this| &mut this.future) };
+        match future.as_pin_mut() {
+            Some(future) => future.poll(cx),
+            None => Poll::Pending,
+        }
     }
-}
-
-unsafe fn free_box<D>(data: *mut ()) {
-    // SAFETY: see `Borrowed::drop`.
-    drop(unsafe { Box::from_raw(data.cast::<D>()) });
 }
 
 impl<T: 'static> Task<T> {
     /// A task running `future`.
     pub(crate) fn new(future: impl Future<Output = T> + 'static) -> Task<T> {
+        Task::boxed(Box::pin(future))
+    }
+
+    fn boxed(future: Pin<Box<dyn Future<Output = T>>>) -> Task<T> {
         let flag = WAKE_FLAG.with(Arc::clone);
         Task {
-            future: Some(Box::pin(future)),
+            future: Some(future),
             output: None,
-            io: Io::new(),
+            io: std::mem::ManuallyDrop::new(Io::new()),
             waker: Waker::from(flag.clone()),
             flag,
-            borrowed: None,
         }
     }
 
@@ -461,19 +522,15 @@ impl<T: 'static> Task<T> {
     where
         F: Future<Output = T> + 'static,
     {
-        let raw = Box::into_raw(Box::new(data));
-        let borrowed = Borrowed {
-            data: raw.cast(),
-            free: free_box::<D>,
-        };
-        // SAFETY: `raw` is valid and unaliased until `borrowed` frees it;
-        // the task drops its future (the only holder of this reference)
-        // before `borrowed` (field order, and `Task::finish`), and `T` is
-        // an owned output that cannot hold the reference ('static).
-        let reference: &'static mut D = unsafe { &mut *raw };
-        let mut task = Task::new(make(reference));
-        task.borrowed = Some(borrowed);
-        task
+        let mut whole = Box::new(Borrowing { future: None, data });
+        // SAFETY: the data stays at this address until the box is freed
+        // (it is pinned below and never moved out); the only holder of
+        // this reference is the future, dropped before the data (field
+        // order); `T` is an owned output that cannot hold it ('static);
+        // the data is not touched otherwise while the future lives.
+        let reference: &'static mut D = unsafe { &mut *std::ptr::addr_of_mut!(whole.data) };
+        whole.future = Some(make(reference));
+        Task::boxed(Box::into_pin(whole))
     }
 
     /// Tells the task which Lua state polls it (for operations that hand
@@ -488,6 +545,17 @@ impl<T: 'static> Task<T> {
     /// Hands the task the Lua side's socket table (see `Io::release`).
     pub(crate) fn set_sockets(&self, sockets: mlua::Table, release: mlua::Function) {
         self.io.set_sockets(sockets, release);
+    }
+
+    /// Whether the task has the Lua side's socket table.
+    pub(crate) fn has_sockets(&self) -> bool {
+        self.io.sockets.borrow().is_some()
+    }
+
+    /// Tells the task the thread that polls it from a raw C function (null:
+    /// from mlua's callbacks).
+    pub(crate) fn set_thread(&self, thread: *mut mlua::ffi::lua_State) {
+        self.io.thread.set(thread);
     }
 
     /// Hands the task the reply to the operation it asked for (`None` on
@@ -558,22 +626,20 @@ impl<T: 'static> Task<T> {
         }
     }
 
-    /// Drops the future, then what it borrowed.
+    /// Drops the future (and what it borrowed).
     fn finish(&mut self) {
-        // A panic while dropping the future must not skip freeing `borrowed`.
         let future = self.future.take();
-        let dropped = catch_unwind(AssertUnwindSafe(move || drop(future)));
-        self.borrowed = None;
-        drop(dropped);
+        drop(catch_unwind(AssertUnwindSafe(move || drop(future))));
     }
 }
 
 impl<T> Drop for Task<T> {
     fn drop(&mut self) {
-        // The future first: it borrows `borrowed` (declaration order does
-        // the same; this states it).
-        self.future = None;
-        self.borrowed = None;
+        // The future first: its sockets queue their release on the state.
+        let future = self.future.take();
+        drop(catch_unwind(AssertUnwindSafe(move || drop(future))));
+        // SAFETY: taken once, here; not used after.
+        Io::recycle(unsafe { std::mem::ManuallyDrop::take(&mut self.io) });
     }
 }
 
