@@ -1049,7 +1049,13 @@ unsafe extern "C-unwind" fn raw_async_phase<P: Plugin>(
         } else {
             None
         };
-        Ok::<_, mlua::Error>(phase_task::<P>(&lua, instance, &data.cache, data.phase, body))
+        Ok::<_, mlua::Error>(phase_task::<P>(
+            &lua,
+            instance,
+            &data.cache,
+            data.phase,
+            body,
+        ))
     }));
     let message = match made {
         Ok(Ok(task)) => {

@@ -272,6 +272,8 @@ impl Connection {
     ) -> Result<Vec<Value>> {
         // Sent together with the first receive: one round trip to nginx.
         self.stream.queue_with(|out| {
+            // One allocation for the whole pipeline.
+            out.reserve(commands.iter().map(|c| encoded_bound(c.as_ref())).sum());
             for command in commands {
                 encode_command(out, command.as_ref());
             }
@@ -322,9 +324,14 @@ impl Connection {
 
 /// Appends one command as RESP2 (an array of bulk strings: what Redis
 /// expects of clients) to `out`, without building frames first.
+/// The most bytes `args` take encoded: each argument takes at most 25
+/// bytes of framing.
+fn encoded_bound<A: AsRef<[u8]>>(args: &[A]) -> usize {
+    16 + args.iter().map(|a| a.as_ref().len() + 25).sum::<usize>()
+}
+
 fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
-    // One allocation: each argument takes at most 25 bytes of framing.
-    out.reserve(16 + args.iter().map(|a| a.as_ref().len() + 25).sum::<usize>());
+    out.reserve(encoded_bound(args));
     out.push(b'*');
     push_decimal(out, args.len() as u64);
     out.extend_from_slice(b"\r\n");

@@ -14,8 +14,8 @@
 //! blocking std sockets, for `cargo test` without nginx.
 
 mod blocking;
-pub(crate) mod raw;
 pub(crate) mod driver;
+pub(crate) mod raw;
 mod socket;
 pub(crate) mod task;
 mod time;

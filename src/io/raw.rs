@@ -208,8 +208,8 @@ pub(crate) unsafe extern "C-unwind" fn resume(state: *mut ffi::lua_State) -> c_i
                 task.set_sockets(sockets, release);
             }
             let answer = task.started().then(|| {
-                let err = (ffi::lua_type(state, 3) == ffi::LUA_TSTRING)
-                    .then(|| lossy_string(state, 3));
+                let err =
+                    (ffi::lua_type(state, 3) == ffi::LUA_TSTRING).then(|| lossy_string(state, 3));
                 reply(Performed::read(state, 2), err)
             });
             task.prepare(&lua, state);
@@ -339,9 +339,7 @@ unsafe fn push_output(lua: &Lua, state: *mut ffi::lua_State, output: LuaOutput) 
                 ffi::lua_pushlstring(state, actions.as_ptr().cast(), actions.len());
                 return 1;
             }
-            LuaOutput::Phase(actions, outcome) => {
-                crate::bridge::flow_result(lua, actions, outcome)
-            }
+            LuaOutput::Phase(actions, outcome) => crate::bridge::flow_result(lua, actions, outcome),
             LuaOutput::Make(make) => make(lua),
         };
         let pushed = values.and_then(|values| push_mlua(lua, state, &values));

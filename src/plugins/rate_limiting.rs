@@ -372,7 +372,7 @@ impl<const N: usize> std::fmt::Write for StackBuf<N> {
 fn write_number<const N: usize>(out: &mut StackBuf<N>, n: f64) {
     out.clear();
     if n.fract() == 0.0 && n.abs() < 1e15 {
-        let _ = write!(out, "{}", n as i64);
+        out.push(itoa::Buffer::new().format(n as i64).as_bytes());
     } else {
         let _ = write!(out, "{n}");
     }
@@ -604,7 +604,10 @@ impl RateLimiting {
         out.push(scope);
         out.push(b":");
         out.push(identifier);
-        let _ = write!(out, ":{}:{}", start * 1000, period.name());
+        out.push(b":");
+        out.push(itoa::Buffer::new().format(start * 1000).as_bytes());
+        out.push(b":");
+        out.push(period.name().as_bytes());
     }
 
     fn count_locally(
@@ -659,25 +662,32 @@ impl RateLimiting {
         now: i64,
         usage: &mut [Option<Usage>; MAX_WINDOWS],
     ) -> Result<()> {
-        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(self.windows.len());
+        // Every window's key in one buffer (one allocation), the commands
+        // on the stack.
+        let mut keys = Vec::with_capacity(self.windows.len() * (64 + identifier.len()));
+        let mut ends = [0usize; MAX_WINDOWS];
         let mut key = StackBuf::<256>::new();
-        for (slot, &window) in usage.iter_mut().zip(&self.windows) {
+        for ((slot, end), &window) in usage.iter_mut().zip(&mut ends).zip(&self.windows) {
             let start = window.period.start(now);
             Self::key(&mut key, scope, identifier, start, window.period);
-            keys.push(key.as_bytes().to_vec());
+            keys.extend_from_slice(key.as_bytes());
+            *end = keys.len();
             *slot = Some(Usage {
                 window,
                 start,
                 before: 0.0,
             });
         }
-        let mut commands: Vec<[&[u8]; 3]> = Vec::with_capacity(2 * keys.len());
-        for (key, window) in keys.iter().zip(&self.windows) {
-            commands.push([b"INCRBY", key, b"1"]);
-            commands.push([b"EXPIRE", key, window.period.seconds_text().as_bytes()]);
+        let mut commands: [[&[u8]; 3]; 2 * MAX_WINDOWS] = [[b""; 3]; 2 * MAX_WINDOWS];
+        let mut begin = 0;
+        for (i, window) in self.windows.iter().enumerate() {
+            let key = &keys[begin..ends[i]];
+            begin = ends[i];
+            commands[2 * i] = [b"INCRBY", key, b"1"];
+            commands[2 * i + 1] = [b"EXPIRE", key, window.period.seconds_text().as_bytes()];
         }
         let mut redis = client.connect().await?;
-        let replies = redis.pipeline(&commands).await?;
+        let replies = redis.pipeline(&commands[..2 * self.windows.len()]).await?;
         redis.release();
         for (slot, reply) in usage.iter_mut().flatten().zip(replies.iter().step_by(2)) {
             let count = reply
