@@ -41,7 +41,6 @@ use mlua::{AnyUserData, Lua, Table, UserData, Value as LuaValue, Variadic};
 use serde_json::json;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
@@ -464,28 +463,39 @@ fn factory<P: Plugin>(
     Ok(factory)
 }
 
-/// The live instances of one plugin type, by id. The phase functions look
-/// an instance up here from the number the Lua side passes, which costs a
-/// few ns where borrowing a typed userdata costs ~50.
+/// The live instances of one plugin type, by id: a slab. The phase
+/// functions look an instance up here from the number the Lua side passes,
+/// an index and a compare (a typed userdata costs ~50 ns to borrow).
 ///
-/// Ids are never reused: each instance gets the next integer, so a stale id
-/// can never reach a later instance. They travel as Lua numbers (doubles),
-/// exact up to 2^53 - 1; past that (2^53 instances built in one worker, i.e.
-/// centuries at a million config rebuilds a second) building is refused
-/// instead of handing out an id that would round onto another.
+/// An id is a slot's index in its low [`INDEX_BITS`] bits and the slot's
+/// generation above them; a slot's generation grows each time it takes a
+/// new instance, so an id is never reused and a stale id can never reach a
+/// later instance. Ids travel as Lua numbers (doubles), exact up to
+/// 2^53 - 1: a slot whose generations are used up (2^29 instances built
+/// in it, i.e. centuries of config rebuilds) is retired, and past
+/// 2^24 live instances of one plugin building is refused.
 struct Registry<P> {
-    live: HashMap<i64, Rc<Instance<P>>, BuildHasherDefault<IdHasher>>,
-    next: i64,
+    slots: Vec<Slot<P>>,
+    // Free slots, reused last-freed first.
+    free: Vec<usize>,
 }
 
+struct Slot<P> {
+    generation: i64,
+    instance: Option<Rc<Instance<P>>>,
+}
+
+/// The bits of an id that index the slab.
+const INDEX_BITS: u32 = 24;
 /// The largest integer a double holds exactly, and so the last id.
 const MAX_ID: i64 = (1 << 53) - 1;
+const MAX_GENERATION: i64 = MAX_ID >> INDEX_BITS;
 
 impl<P> Default for Registry<P> {
     fn default() -> Self {
         Registry {
-            live: HashMap::default(),
-            next: 1,
+            slots: Vec::new(),
+            free: Vec::new(),
         }
     }
 }
@@ -493,44 +503,48 @@ impl<P> Default for Registry<P> {
 impl<P> Registry<P> {
     /// Stores an instance under a new id.
     fn insert(&mut self, instance: Rc<Instance<P>>) -> Result<i64, String> {
-        let id = self.next;
-        if id > MAX_ID {
-            return Err(format!(
-                "instance ids exhausted: {MAX_ID} instances were built in this worker; \
-                 restart it"
-            ));
-        }
-        self.next += 1;
-        self.live.insert(id, instance);
-        Ok(id)
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None if self.slots.len() < 1 << INDEX_BITS => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    instance: None,
+                });
+                self.slots.len() - 1
+            }
+            None => {
+                return Err(format!(
+                    "{} live instances of one plugin in this worker: no room for more",
+                    1u64 << INDEX_BITS
+                ));
+            }
+        };
+        let slot = &mut self.slots[index];
+        slot.generation += 1;
+        slot.instance = Some(instance);
+        Ok((slot.generation << INDEX_BITS) | index as i64)
     }
 
     fn get(&self, id: i64) -> Option<Rc<Instance<P>>> {
-        self.live.get(&id).cloned()
+        let slot = self.slots.get((id & ((1 << INDEX_BITS) - 1)) as usize)?;
+        if slot.generation != id >> INDEX_BITS {
+            return None;
+        }
+        slot.instance.clone()
     }
 
     fn remove(&mut self, id: i64) -> Option<Rc<Instance<P>>> {
-        self.live.remove(&id)
-    }
-}
-
-/// Hashes an id with one multiplication (Fibonacci hashing): ids are
-/// distinct integers chosen by us, so SipHash's flood resistance buys
-/// nothing on this hot path.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let index = (id & ((1 << INDEX_BITS) - 1)) as usize;
+        let slot = self.slots.get_mut(index)?;
+        if slot.generation != id >> INDEX_BITS {
+            return None;
         }
-    }
-    fn write_i64(&mut self, id: i64) {
-        self.0 = (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let removed = slot.instance.take();
+        // A slot whose next id would not survive a double is not reused.
+        if removed.is_some() && slot.generation < MAX_GENERATION {
+            self.free.push(index);
+        }
+        removed
     }
 }
 
@@ -1212,34 +1226,38 @@ mod tests {
     fn ids_stay_exact_through_lua_numbers_up_to_2_pow_53() {
         let lua = Lua::new();
         let counters = Rc::new(Counters::default());
-        let mut registry = Registry::<Nothing> {
-            live: HashMap::default(),
-            next: MAX_ID - 1,
-        };
-        let a = registry.insert(instance(&counters)).expect("2^53 - 2");
-        let b = registry.insert(instance(&counters)).expect("2^53 - 1");
-        assert_eq!((a, b), (MAX_ID - 1, MAX_ID));
-        // Through a Lua number (a double) and back, as the glue passes them.
-        let roundtrip = |id: i64| -> i64 {
-            let f: mlua::Function = lua
-                .load("return function(id) return id end")
-                .eval()
-                .unwrap();
-            f.call::<i64>(id).unwrap()
-        };
-        assert_eq!(roundtrip(a), a);
-        assert_eq!(roundtrip(b), b);
-        assert!(registry.get(roundtrip(a)).is_some());
-        assert!(registry.get(roundtrip(b)).is_some());
-        assert!(registry.remove(a).is_some());
-        assert!(registry.get(a).is_none(), "removed ids are not found again");
-        assert!(registry.get(b).is_some());
-        // The next id would not survive a double: refused, with a reason.
-        let err = registry
-            .insert(instance(&counters))
-            .expect_err("past 2^53 - 1");
-        assert!(err.contains("instance ids exhausted"), "{err}");
-        assert_eq!(counters.live.get(), 1, "the refused instance was dropped");
+        let mut registry = Registry::<Nothing>::default();
+        let first = registry.insert(instance(&counters)).expect("room");
+        let index = (first & ((1 << INDEX_BITS) - 1)) as usize;
+        registry.remove(first);
+        // The slot's last generation; the last slot's last id is 2^53 - 1.
+        registry.slots[index].generation = MAX_GENERATION - 1;
+        let last = registry.insert(instance(&counters)).expect("the last id");
+        assert_eq!(last, (MAX_GENERATION << INDEX_BITS) | index as i64);
+        assert_eq!(
+            (MAX_GENERATION << INDEX_BITS) | ((1 << INDEX_BITS) - 1),
+            MAX_ID
+        );
+        // Through a Lua number (a double) and back, as the glue passes it.
+        let f: mlua::Function = lua
+            .load("return function(id) return id end")
+            .eval()
+            .unwrap();
+        assert_eq!(f.call::<i64>(MAX_ID).unwrap(), MAX_ID);
+        let roundtrip = f.call::<i64>(last).unwrap();
+        assert_eq!(roundtrip, last);
+        assert!(registry.get(roundtrip).is_some());
+        assert!(registry.get(roundtrip + 1).is_none(), "no instance at 2^53");
+        assert!(registry.remove(last).is_some());
+        assert!(
+            registry.get(last).is_none(),
+            "removed ids are not found again"
+        );
+        // That slot is retired: the next instance gets a fresh one.
+        let next = registry.insert(instance(&counters)).expect("another slot");
+        assert_ne!((next & ((1 << INDEX_BITS) - 1)) as usize, index);
+        assert!(next <= MAX_ID);
+        assert_eq!(counters.live.get(), 1, "only the last one is alive");
     }
 
     #[test]
@@ -1247,11 +1265,20 @@ mod tests {
         let counters = Rc::new(Counters::default());
         let mut registry = Registry::<Nothing>::default();
         let mut seen = std::collections::HashSet::new();
-        for _ in 0..1000 {
+        let mut kept = Vec::new();
+        for n in 0..1000 {
             let id = registry.insert(instance(&counters)).unwrap();
             assert!(seen.insert(id));
-            registry.remove(id);
+            assert!(registry.get(id).is_some());
+            if n % 3 == 0 {
+                kept.push(id);
+            } else {
+                registry.remove(id);
+                assert!(registry.get(id).is_none());
+            }
         }
-        assert!(registry.live.is_empty());
+        for id in kept {
+            assert!(registry.get(id).is_some(), "{id} still live");
+        }
     }
 }

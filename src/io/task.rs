@@ -472,6 +472,83 @@ pub(crate) struct Task<T> {
     waker: Waker,
 }
 
+thread_local! {
+    // Memory of dropped task futures, by layout, for the next tasks of this
+    // thread: a phase's future otherwise costs an allocation per request.
+    static SPARE_FUTURES: RefCell<SpareFutures> = const { RefCell::new(SpareFutures(Vec::new())) };
+}
+
+/// How many blocks of future memory a thread keeps.
+const SPARE_FUTURES_MAX: usize = 8;
+
+struct SpareFutures(Vec<(std::alloc::Layout, std::ptr::NonNull<u8>)>);
+
+impl Drop for SpareFutures {
+    fn drop(&mut self) {
+        for (layout, block) in self.0.drain(..) {
+            // SAFETY: each block came from the global allocator with
+            // `layout` (a dropped Box's) and holds no value.
+            unsafe { std::alloc::dealloc(block.as_ptr(), layout) }
+        }
+    }
+}
+
+/// `Box::new(value)`, in the memory of a dropped future of the same layout
+/// when this thread kept one.
+fn box_reusing<V>(value: V) -> Box<V> {
+    let layout = std::alloc::Layout::new::<V>();
+    let spare = SPARE_FUTURES
+        .try_with(|spare| {
+            let mut spare = spare.try_borrow_mut().ok()?;
+            let at = spare.0.iter().position(|(l, _)| *l == layout)?;
+            Some(spare.0.swap_remove(at).1)
+        })
+        .ok()
+        .flatten();
+    match spare {
+        // SAFETY: the block was allocated by the global allocator with
+        // this layout (size and alignment of V), and is unused: a Box may
+        // own it.
+        Some(block) if layout.size() != 0 => unsafe {
+            let block = block.cast::<V>().as_ptr();
+            block.write(value);
+            Box::from_raw(block)
+        },
+        _ => Box::new(value),
+    }
+}
+
+/// Drops a task's future in place and keeps its memory for
+/// [`box_reusing`] (or frees it).
+fn drop_future<T>(future: Pin<Box<dyn Future<Output = T>>>) {
+    // SAFETY: the value is dropped in place, never moved; then its memory
+    // (from the global allocator, with `layout`, as every Box's) is kept
+    // or freed, once.
+    unsafe {
+        let raw = Box::into_raw(Pin::into_inner_unchecked(future));
+        let layout = std::alloc::Layout::for_value(&*raw);
+        std::ptr::drop_in_place(raw);
+        let Some(block) = std::ptr::NonNull::new(raw.cast::<u8>()) else {
+            return;
+        };
+        if layout.size() == 0 {
+            return; // a zero-sized Box owns no memory
+        }
+        let kept = SPARE_FUTURES
+            .try_with(|spare| match spare.try_borrow_mut() {
+                Ok(mut spare) if spare.0.len() < SPARE_FUTURES_MAX => {
+                    spare.0.push((layout, block));
+                    true
+                }
+                _ => false,
+            })
+            .unwrap_or(false);
+        if !kept {
+            std::alloc::dealloc(block.as_ptr(), layout);
+        }
+    }
+}
+
 /// A future together with the data it borrows, in one allocation: the
 /// future is dropped before the data (field order), and the data never
 /// moves (the whole is pinned in the task's box).
@@ -522,7 +599,7 @@ impl<T: 'static> Task<T> {
     where
         F: Future<Output = T> + 'static,
     {
-        let mut whole = Box::new(Borrowing { future: None, data });
+        let mut whole = box_reusing(Borrowing { future: None, data });
         // SAFETY: the data stays at this address until the box is freed
         // (it is pinned below and never moved out); the only holder of
         // this reference is the future, dropped before the data (field
@@ -628,16 +705,18 @@ impl<T: 'static> Task<T> {
 
     /// Drops the future (and what it borrowed).
     fn finish(&mut self) {
-        let future = self.future.take();
-        drop(catch_unwind(AssertUnwindSafe(move || drop(future))));
+        if let Some(future) = self.future.take() {
+            drop(catch_unwind(AssertUnwindSafe(move || drop_future(future))));
+        }
     }
 }
 
 impl<T> Drop for Task<T> {
     fn drop(&mut self) {
         // The future first: its sockets queue their release on the state.
-        let future = self.future.take();
-        drop(catch_unwind(AssertUnwindSafe(move || drop(future))));
+        if let Some(future) = self.future.take() {
+            drop(catch_unwind(AssertUnwindSafe(move || drop_future(future))));
+        }
         // SAFETY: taken once, here; not used after.
         Io::recycle(unsafe { std::mem::ManuallyDrop::take(&mut self.io) });
     }
@@ -754,6 +833,39 @@ mod tests {
         assert!(matches!(task.resume(None), Ok(Step::Op(_))));
         drop(task);
         assert_eq!(drops.get(), 1);
+    }
+
+    #[test]
+    fn a_finished_tasks_memory_serves_the_next_task_and_its_data_is_dropped() {
+        struct Counted(Rc<Cell<u32>>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() + 1);
+            }
+        }
+        let drops = Rc::new(Cell::new(0u32));
+        let address = |task: &Task<u32>| {
+            let future = task.future.as_ref().expect("not finished");
+            (&**future as *const dyn Future<Output = u32>).cast::<u8>()
+        };
+        let make = |drops: &Rc<Cell<u32>>| {
+            Task::borrowing(Counted(drops.clone()), |counted| async move {
+                counted.0.get() + 7
+            })
+        };
+        let mut first = make(&drops);
+        let first_at = address(&first);
+        assert!(matches!(first.resume(None), Ok(Step::Done(7))));
+        assert_eq!(drops.get(), 1, "the data is dropped when the task finishes");
+        let mut second = make(&drops);
+        assert_eq!(
+            address(&second),
+            first_at,
+            "the same memory, no new allocation"
+        );
+        assert!(matches!(second.resume(None), Ok(Step::Done(8))));
+        drop((first, second));
+        assert_eq!(drops.get(), 2);
     }
 
     #[test]

@@ -892,6 +892,12 @@ impl Client for LuaPdk<'_> {
         self.flush()?;
         self.call(F::CliGetForwardedIp, ())
     }
+    fn get_forwarded_ip_into(&mut self, out: &mut [u8]) -> Result<usize> {
+        self.flush()?;
+        // A Lua string borrowed, not a Rust String made.
+        let ip: mlua::LuaString = self.call(F::CliGetForwardedIp, ())?;
+        super::copy_into(&ip.as_bytes(), out, "client.get_forwarded_ip")
+    }
     fn get_port(&mut self) -> Result<u16> {
         self.flush()?;
         self.call(F::CliGetPort, ())

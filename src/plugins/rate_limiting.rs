@@ -514,14 +514,16 @@ impl Plugin for RateLimiting {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let identifier = self.identifier(kong)?;
+        let mut identifier = StackBuf::<128>::new();
+        self.identifier(kong, &mut identifier)?;
+        let identifier = identifier.as_bytes();
         let scope = self.scope(kong)?;
 
         let mut usage = [None::<Usage>; MAX_WINDOWS];
         let counted = match &self.redis {
-            None => self.count_locally(kong, scope, &identifier, now, &mut usage),
+            None => self.count_locally(kong, scope, identifier, now, &mut usage),
             Some(redis) => {
-                self.count_in_redis(redis, scope, &identifier, now, &mut usage)
+                self.count_in_redis(redis, scope, identifier, now, &mut usage)
                     .await
             }
         };
@@ -539,7 +541,7 @@ impl Plugin for RateLimiting {
             .any(|u| u.window.limit - u.before <= 0.0);
         if refused && self.redis.is_none() {
             // As Kong's local policy: a refused request does not count.
-            self.take_back(kong, scope, &identifier, usage);
+            self.take_back(kong, scope, identifier, usage);
         }
         if !self.hide_client_headers {
             self.set_headers(kong, now, usage, refused)?;
@@ -553,8 +555,9 @@ impl Plugin for RateLimiting {
 }
 
 impl RateLimiting {
-    /// What the limits count, as Kong's `get_identifier`.
-    fn identifier(&self, kong: &mut dyn Pdk) -> Result<Vec<u8>> {
+    /// What the limits count, as Kong's `get_identifier`, into `out` (by
+    /// ip, the common case, without allocating).
+    fn identifier<const N: usize>(&self, kong: &mut dyn Pdk, out: &mut StackBuf<N>) -> Result<()> {
         let found = match self.limit_by {
             LimitBy::Ip => None,
             LimitBy::Consumer => {
@@ -573,9 +576,14 @@ impl RateLimiting {
             }
         };
         match found {
-            Some(id) if !id.is_empty() => Ok(id),
-            _ => Ok(kong.client().get_forwarded_ip()?.into_bytes()),
+            Some(id) if !id.is_empty() => out.push(&id),
+            _ => {
+                let mut ip = [0u8; 64];
+                let len = kong.client().get_forwarded_ip_into(&mut ip)?;
+                out.push(&ip[..len]);
+            }
         }
+        Ok(())
     }
 
     /// The plugin entity's id, read once per instance.
