@@ -1107,7 +1107,7 @@ fn phase_task<P: Plugin>(
         cache: cache.clone(),
         instance,
     };
-    let task = Task::borrowing(data, move |data| async move {
+    Task::borrowing(data, move |data| async move {
         let mut pdk = LuaPdk::new(&data.lua, &data.cache);
         if P::READS_REQUEST_BODY && phase.reads_request_body() {
             pdk.set_request_body(body);
@@ -1120,8 +1120,7 @@ fn phase_task<P: Plugin>(
             Err(_) => None,
         };
         LuaOutput::Phase(actions, outcome)
-    });
-    task
+    })
 }
 
 async fn run_async_phase<P: Plugin>(

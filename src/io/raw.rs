@@ -69,16 +69,13 @@ unsafe extern "C-unwind" fn drop_task(state: *mut ffi::lua_State) -> c_int {
 }
 
 /// Pushes a new task userdata holding `task` onto `state`, with
-/// `metatable` (at stack index `metatable`).
+/// `metatable` (at stack index `metatable`); `false` (the task dropped,
+/// nothing pushed) if the userdata is misaligned for it.
 ///
 /// # Safety
 /// `state` is a live thread with room for one value; `metatable` is an
 /// absolute or pseudo (upvalue) index of the task metatable.
-unsafe fn new_slot(
-    state: *mut ffi::lua_State,
-    metatable: c_int,
-    task: LuaTask,
-) -> Result<(), LuaTask> {
+unsafe fn new_slot(state: *mut ffi::lua_State, metatable: c_int, task: LuaTask) -> bool {
     // SAFETY: per the contract; the payload is initialised before the
     // metatable (and so `__gc`) is set.
     unsafe {
@@ -87,7 +84,8 @@ unsafe fn new_slot(
             // Not seen with LuaJIT (8-byte aligned payloads); refused
             // rather than written misaligned.
             ffi::lua_settop(state, -2);
-            return Err(task);
+            drop(task);
+            return false;
         }
         slot.write(Slot {
             task: Some(task),
@@ -96,7 +94,7 @@ unsafe fn new_slot(
         ffi::lua_pushvalue(state, metatable);
         ffi::lua_setmetatable(state, -2);
     }
-    Ok(())
+    true
 }
 
 /// Makes a task not started yet (a job for a timer or a cache loader) as
@@ -115,8 +113,7 @@ pub(crate) fn job(lua: &Lua, task: LuaTask) -> mlua::Result<LuaValue> {
                 return Err(mlua::Error::StackError);
             }
             raw.push(&metatable)?;
-            let pushed = new_slot(state, ffi::lua_gettop(state), task);
-            if pushed.is_err() {
+            if !new_slot(state, ffi::lua_gettop(state), task) {
                 ffi::lua_settop(state, -2);
                 return Err(mlua::Error::runtime("misaligned task userdata"));
             }
@@ -149,10 +146,13 @@ pub(crate) unsafe fn start(
             return push_failure(state, "Lua stack overflow");
         }
         match step {
-            Ok(Step::Op(request)) => match new_slot(state, metatable, task) {
-                Ok(()) => push_pending(lua, state, ffi::lua_gettop(state), request),
-                Err(_) => push_failure(state, "misaligned task userdata"),
-            },
+            Ok(Step::Op(request)) => {
+                if new_slot(state, metatable, task) {
+                    push_pending(lua, state, ffi::lua_gettop(state), request)
+                } else {
+                    push_failure(state, "misaligned task userdata")
+                }
+            }
             Ok(Step::Done(output)) => push_output(lua, state, output),
             Err(error) => push_failure(state, &error.to_string()),
         }
