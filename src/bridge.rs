@@ -1084,12 +1084,7 @@ unsafe extern "C-unwind" fn raw_async_phase<P: Plugin>(
         Err(panic) => format!("panicked: {}", panic_message(&panic)),
     };
     // SAFETY: a C function has LUA_MINSTACK free slots.
-    unsafe {
-        ffi::lua_pushnil(state);
-        ffi::lua_pushboolean(state, 0);
-        ffi::lua_pushlstring(state, message.as_ptr().cast(), message.len());
-    }
-    3
+    unsafe { crate::io::raw::push_failure(state, &message) }
 }
 
 /// The task of one async phase of `instance`.

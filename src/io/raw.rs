@@ -275,7 +275,7 @@ unsafe fn lossy_string(state: *mut ffi::lua_State, index: c_int) -> String {
 ///
 /// # Safety
 /// `state` is a live thread with room for three values.
-unsafe fn push_failure(state: *mut ffi::lua_State, message: &str) -> c_int {
+pub(crate) unsafe fn push_failure(state: *mut ffi::lua_State, message: &str) -> c_int {
     // SAFETY: per the contract.
     unsafe {
         ffi::lua_pushnil(state);

@@ -256,6 +256,66 @@ impl Direct {
     }
 }
 
+/// A short Lua string (an address) copied straight off the Lua stack into
+/// a fixed buffer: no allocation, no reference kept (mlua's borrowed
+/// bytes allocate).
+struct ShortBytes {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl ShortBytes {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl mlua::FromLua for ShortBytes {
+    fn from_lua(value: mlua::Value, _: &Lua) -> mlua::Result<Self> {
+        match value {
+            mlua::Value::String(s) => ShortBytes::copy(&s.as_bytes()),
+            other => Err(mlua::Error::runtime(format!(
+                "expected a string, got a {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    unsafe fn from_stack(idx: std::ffi::c_int, lua: &mlua::state::RawLua) -> mlua::Result<Self> {
+        use mlua::ffi;
+        let state = lua.state();
+        // SAFETY: mlua hands over a valid index of its current state; the
+        // bytes are copied before anything can collect the string.
+        unsafe {
+            if ffi::lua_type(state, idx) != ffi::LUA_TSTRING {
+                let found =
+                    std::ffi::CStr::from_ptr(ffi::lua_typename(state, ffi::lua_type(state, idx)));
+                return Err(mlua::Error::runtime(format!(
+                    "expected a string, got a {}",
+                    found.to_string_lossy()
+                )));
+            }
+            let mut len = 0;
+            let data = ffi::lua_tolstring(state, idx, &mut len);
+            ShortBytes::copy(std::slice::from_raw_parts(data.cast::<u8>(), len))
+        }
+    }
+}
+
+impl ShortBytes {
+    fn copy(bytes: &[u8]) -> mlua::Result<Self> {
+        let mut buf = [0u8; 64];
+        let room = buf.get_mut(..bytes.len()).ok_or_else(|| {
+            mlua::Error::runtime(format!("{} bytes: longer than 64", bytes.len()))
+        })?;
+        room.copy_from_slice(bytes);
+        Ok(ShortBytes {
+            buf,
+            len: bytes.len(),
+        })
+    }
+}
+
 impl<'lua> LuaPdk<'lua> {
     pub(crate) fn new(lua: &'lua Lua, cache: &PdkCache) -> Self {
         LuaPdk {
@@ -894,9 +954,8 @@ impl Client for LuaPdk<'_> {
     }
     fn get_forwarded_ip_into(&mut self, out: &mut [u8]) -> Result<usize> {
         self.flush()?;
-        // A Lua string borrowed, not a Rust String made.
-        let ip: mlua::LuaString = self.call(F::CliGetForwardedIp, ())?;
-        super::copy_into(&ip.as_bytes(), out, "client.get_forwarded_ip")
+        let ip: ShortBytes = self.call(F::CliGetForwardedIp, ())?;
+        super::copy_into(ip.bytes(), out, "client.get_forwarded_ip")
     }
     fn get_port(&mut self) -> Result<u16> {
         self.flush()?;
