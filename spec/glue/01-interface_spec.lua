@@ -37,6 +37,24 @@ describe("glue / native module interface", function()
     assert.matches("speaks glue interface none (not a kong-rs module)", err, 1, true)
   end)
 
+  it("resume refuses what is not one of its tasks, as a failure value", function()
+    local native = require("kong_rs_plugins")
+    -- Raw entry points (the module was loaded on the main thread, as nginx
+    -- does) never raise; mlua's callbacks raise a conversion error.
+    local raw = native.plugins["rs-hello"].raw_phases
+    for _, bogus in ipairs({ {}, "task", 42, newproxy(true), io.stdout }) do
+      local ok, value, status, message = pcall(native.resume, bogus, "reply", nil)
+      if raw then
+        assert.is_true(ok, tostring(value))
+        assert.is_nil(value)
+        assert.is_false(status)
+        assert.matches("not a task of this module", message, 1, true)
+      else
+        assert.is_false(ok)
+      end
+    end
+  end)
+
   it("takes Kong's phase rules from the module (one definition, in Rust)", function()
     local rules = require("kong_rs_plugins").phase_rules
     assert.same({ respond = true, body = true }, rules.access)
