@@ -275,6 +275,7 @@ fn pending(lua: &Lua, handle: LuaValue, request: Request) -> mlua::Result<Return
         Arg::Num(n) => Ok(LuaValue::Number(n)),
         Arg::Bool(b) => Ok(LuaValue::Boolean(b)),
         Arg::Bytes(bytes) => lua.create_string(bytes).map(LuaValue::String),
+        Arg::Text(text) => lua.create_string(&*text).map(LuaValue::String),
         Arg::Lua(value) => Ok(value),
     });
     Ok(Returned::Pending(PendingOp(

@@ -311,6 +311,9 @@ unsafe fn push_pending(
                 Arg::Bytes(bytes) => {
                     ffi::lua_pushlstring(state, bytes.as_ptr().cast(), bytes.len());
                 }
+                Arg::Text(text) => {
+                    ffi::lua_pushlstring(state, text.as_ptr().cast(), text.len());
+                }
                 Arg::Lua(value) => {
                     if push_mlua(lua, state, std::slice::from_ref(&value)).is_err() {
                         ffi::lua_pushnil(state);

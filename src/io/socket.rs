@@ -17,10 +17,23 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_BUFFER: usize = 64 * 1024;
 
 /// How to connect: timeout and connection pool.
+///
+/// Kept by a client for its connections, it also remembers the last peer
+/// it connected to, so connecting there again costs no allocation.
 #[derive(Clone, Debug)]
 pub struct Connect {
     timeout: Duration,
-    pool: Option<String>,
+    pool: Option<Rc<str>>,
+    last: std::cell::RefCell<Option<Peer>>,
+}
+
+/// A peer as the operations need it: the host as handed to nginx and
+/// `host:port` for messages.
+#[derive(Clone, Debug)]
+struct Peer {
+    host: Rc<str>,
+    port: u16,
+    name: Rc<str>,
 }
 
 impl Default for Connect {
@@ -28,6 +41,7 @@ impl Default for Connect {
         Connect {
             timeout: DEFAULT_TIMEOUT,
             pool: None,
+            last: std::cell::RefCell::new(None),
         }
     }
 }
@@ -51,8 +65,31 @@ impl Connect {
     /// (e.g. with TLS parameters, or a Redis database) so a connection set
     /// up one way is not reused another way.
     pub fn pool(mut self, name: impl Into<String>) -> Connect {
-        self.pool = Some(name.into());
+        self.pool = Some(Rc::from(name.into()));
         self
+    }
+
+    /// `host:port` as shared strings, made once per peer.
+    fn peer(&self, host: &str, port: u16) -> Peer {
+        let mut last = self.last.borrow_mut();
+        if let Some(peer) = last.as_ref()
+            && peer.port == port
+            && &*peer.host == host
+        {
+            return peer.clone();
+        }
+        // host:port without the formatting machinery.
+        let mut name = Vec::with_capacity(host.len() + 6);
+        name.extend_from_slice(host.as_bytes());
+        name.push(b':');
+        super::push_decimal(&mut name, u64::from(port));
+        let peer = Peer {
+            host: Rc::from(host),
+            port,
+            name: Rc::from(String::from_utf8(name).unwrap_or_default()), // host is UTF-8
+        };
+        *last = Some(peer.clone());
+        peer
     }
 }
 
@@ -67,7 +104,7 @@ impl Connect {
 pub struct TcpStream {
     io: Rc<Io>,
     id: u32,
-    peer: String,
+    peer: Rc<str>,
     reused: u32,
     timeout: Duration,
     read_op: Option<u64>,
@@ -133,12 +170,9 @@ impl TcpStream {
     /// As [`TcpStream::connect`].
     pub async fn connect_with(host: &str, port: u16, options: &Connect) -> Result<TcpStream> {
         let io = current()?;
-        // host:port without the formatting machinery (once per request).
-        let mut peer = Vec::with_capacity(host.len() + 6);
-        peer.extend_from_slice(host.as_bytes());
-        peer.push(b':');
-        super::push_decimal(&mut peer, u64::from(port));
-        let peer = String::from_utf8(peer).unwrap_or_default(); // host is UTF-8
+        let Peer {
+            host, name: peer, ..
+        } = options.peer(host, port);
         let Some(limit) = io.time_left(options.timeout) else {
             return Err(into_error(peer_error(&peer, "connect to", "timeout")));
         };
@@ -147,13 +181,10 @@ impl TcpStream {
             kind: OpKind::Connect,
             socket: id,
             args: [
-                io.bytes_arg(host.as_bytes()),
+                Arg::Text(host),
                 Arg::Int(i64::from(port)),
                 millis(limit),
-                options
-                    .pool
-                    .as_ref()
-                    .map_or(Arg::Nil, |pool| io.bytes_arg(pool.as_bytes())),
+                options.pool.clone().map_or(Arg::Nil, Arg::Text),
             ],
         };
         let reply = super::task::Op::new(io.clone(), request).await;

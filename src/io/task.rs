@@ -78,6 +78,8 @@ pub(crate) enum Arg {
     Num(f64),
     Bool(bool),
     Bytes(Vec<u8>),
+    /// Text shared with its owner (a host or pool name kept by a client).
+    Text(Rc<str>),
     /// A Lua value (a job for the Lua side to run).
     Lua(mlua::Value),
 }
@@ -197,19 +199,6 @@ impl Io {
     /// The Lua state polling this task, if it is polled from Lua.
     pub(crate) fn lua(&self) -> Option<mlua::Lua> {
         self.lua.borrow().clone()
-    }
-
-    /// `bytes` as an operation's argument: a Lua string made at once when
-    /// polled from mlua's callbacks (no copy kept on the Rust side), else
-    /// the bytes (a raw entry pushes them straight onto the Lua stack).
-    pub(crate) fn bytes_arg(&self, bytes: &[u8]) -> Arg {
-        if !self.raw_entry()
-            && let Some(lua) = self.lua.borrow().as_ref()
-            && let Ok(string) = lua.create_string(bytes)
-        {
-            return Arg::Lua(mlua::Value::String(string));
-        }
-        Arg::Bytes(bytes.to_vec())
     }
 
     /// Whether tasks are entered through raw C functions (their handles
