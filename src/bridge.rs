@@ -627,8 +627,9 @@ fn phase_functions<P: Plugin>(
         } else if P::ASYNC_PHASES.contains(&phase) {
             let cache = cache.clone();
             lua.create_function(move |lua, (id, body): (f64, Option<mlua::LuaString>)| {
+                // Runs the task up to its first I/O operation (or its end).
                 let instance = lookup(id)?;
-                start_task::<P>(lua, instance, &cache, phase, body)
+                driver::start(lua, phase_task::<P>(lua, instance, &cache, phase, body))
             })?
         } else if phase == Phase::BodyFilter {
             lua.create_function(
@@ -1026,18 +1027,6 @@ impl<P> Drop for PhaseData<P> {
         let tasks = &self.instance.counters.tasks;
         tasks.set(tasks.get() - 1);
     }
-}
-
-/// Starts an async phase: builds its task and runs it up to its first I/O
-/// operation (or to its end, when it needed none).
-fn start_task<P: Plugin>(
-    lua: &Lua,
-    instance: Rc<Instance<P>>,
-    cache: &Rc<PdkCache>,
-    phase: Phase,
-    body: Option<mlua::LuaString>,
-) -> mlua::Result<driver::Returned> {
-    driver::start(lua, phase_task::<P>(lua, instance, cache, phase, body))
 }
 
 /// An async phase entered from Lua as a plain C function (see
