@@ -500,6 +500,11 @@ impl<P> Default for Registry<P> {
     }
 }
 
+/// An id's slot index and generation.
+fn split_id(id: i64) -> (usize, i64) {
+    ((id & ((1 << INDEX_BITS) - 1)) as usize, id >> INDEX_BITS)
+}
+
 impl<P> Registry<P> {
     /// Stores an instance under a new id.
     fn insert(&mut self, instance: Rc<Instance<P>>) -> Result<i64, String> {
@@ -526,17 +531,18 @@ impl<P> Registry<P> {
     }
 
     fn get(&self, id: i64) -> Option<Rc<Instance<P>>> {
-        let slot = self.slots.get((id & ((1 << INDEX_BITS) - 1)) as usize)?;
-        if slot.generation != id >> INDEX_BITS {
+        let (index, generation) = split_id(id);
+        let slot = self.slots.get(index)?;
+        if slot.generation != generation {
             return None;
         }
         slot.instance.clone()
     }
 
     fn remove(&mut self, id: i64) -> Option<Rc<Instance<P>>> {
-        let index = (id & ((1 << INDEX_BITS) - 1)) as usize;
+        let (index, generation) = split_id(id);
         let slot = self.slots.get_mut(index)?;
-        if slot.generation != id >> INDEX_BITS {
+        if slot.generation != generation {
             return None;
         }
         let removed = slot.instance.take();
@@ -829,16 +835,26 @@ fn push_unreadable(state: *mut mlua::lua_State) {
 }
 
 impl<P: Plugin> RawPhase<P> {
-    fn run(&self, lua: &Lua, state: *mut mlua::lua_State) -> mlua::Result<Option<LuaValue>> {
-        use mlua::ffi;
+    /// The call's arguments `(id[, body])`: the live instance, and the
+    /// request body the glue read for a plugin that reads it.
+    fn arguments(
+        &self,
+        lua: &Lua,
+        state: *mut mlua::lua_State,
+    ) -> mlua::Result<(Rc<Instance<P>>, Option<mlua::LuaString>)> {
         // SAFETY: argument 1 of the call (0 when it is not a number).
-        let id = unsafe { ffi::lua_tonumber(state, 1) };
+        let id = unsafe { mlua::ffi::lua_tonumber(state, 1) };
         let instance = live_instance(&self.registry, id)?;
         let body = if P::READS_REQUEST_BODY && self.phase.reads_request_body() {
             body_argument(lua, state)?
         } else {
             None
         };
+        Ok((instance, body))
+    }
+
+    fn run(&self, lua: &Lua, state: *mut mlua::lua_State) -> mlua::Result<Option<LuaValue>> {
+        let (instance, body) = self.arguments(lua, state)?;
         let (actions, outcome) = self.running.with(state, || {
             dispatch(
                 lua,
@@ -1044,14 +1060,7 @@ unsafe extern "C-unwind" fn raw_async_phase<P: Plugin>(
         return 0; // the state is closing
     };
     let made = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: argument 1 of the call (0 when it is not a number).
-        let id = unsafe { ffi::lua_tonumber(state, 1) };
-        let instance = live_instance(&data.registry, id)?;
-        let body = if P::READS_REQUEST_BODY && data.phase.reads_request_body() {
-            body_argument(&lua, state)?
-        } else {
-            None
-        };
+        let (instance, body) = data.arguments(&lua, state)?;
         Ok::<_, mlua::Error>(phase_task::<P>(
             &lua,
             instance,
@@ -1211,7 +1220,7 @@ mod tests {
         let counters = Rc::new(Counters::default());
         let mut registry = Registry::<Nothing>::default();
         let first = registry.insert(instance(&counters)).expect("room");
-        let index = (first & ((1 << INDEX_BITS) - 1)) as usize;
+        let (index, _) = split_id(first);
         registry.remove(first);
         // The slot's last generation; the last slot's last id is 2^53 - 1.
         registry.slots[index].generation = MAX_GENERATION - 1;
@@ -1238,7 +1247,7 @@ mod tests {
         );
         // That slot is retired: the next instance gets a fresh one.
         let next = registry.insert(instance(&counters)).expect("another slot");
-        assert_ne!((next & ((1 << INDEX_BITS) - 1)) as usize, index);
+        assert_ne!(split_id(next).0, index);
         assert!(next <= MAX_ID);
         assert_eq!(counters.live.get(), 1, "only the last one is alive");
     }

@@ -38,10 +38,8 @@ impl Sockets {
         let [a, b, c, _] = &request.args;
         match request.kind {
             OpKind::Connect => {
-                let host = match a {
-                    Arg::Text(host) => std::borrow::Cow::Borrowed(&**host),
-                    Arg::Bytes(host) => String::from_utf8_lossy(host),
-                    _ => return Err("bad host".into()),
+                let Arg::Text(host) = a else {
+                    return Err("bad host".into());
                 };
                 let port = int(b).ok_or("bad port")? as u16;
                 let addr = (host.as_ref(), port)

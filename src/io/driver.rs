@@ -85,12 +85,10 @@ impl LuaTask {
 /// # Errors
 /// When Lua cannot allocate.
 pub(crate) fn start(lua: &Lua, task: Task<LuaOutput>) -> mlua::Result<Returned> {
-    let mut task = LuaTask {
-        task,
-        started: true,
-    };
-    task.task.set_lua(lua);
-    match task.task.resume(None) {
+    let mut task = LuaTask::new(task, true);
+    // Inside mlua's callback: no raw thread (see crate::running).
+    task.prepare(lua, std::ptr::null_mut());
+    match task.step(None) {
         Ok(Step::Op(request)) => {
             let handle = lua.create_userdata(task)?;
             pending(lua, LuaValue::UserData(handle), request)
@@ -137,19 +135,16 @@ pub(crate) fn resume(
     let step = {
         let mut task = handle.borrow_mut::<LuaTask>()?;
         if let (Some(sockets), Some(release)) = (sockets, release) {
-            task.task.set_sockets(sockets, release);
+            task.set_sockets(sockets, release);
         }
-        let reply = if task.started {
-            Some(reply(
+        let answer = task.started().then(|| {
+            reply(
                 value,
                 err.map(|e| String::from_utf8_lossy(&e.as_bytes()).into_owned()),
-            ))
-        } else {
-            task.started = true;
-            task.task.set_lua(lua);
-            None
-        };
-        task.task.resume(reply)
+            )
+        });
+        task.prepare(lua, std::ptr::null_mut());
+        task.step(answer)
     };
     match step {
         Ok(Step::Op(request)) => pending(lua, LuaValue::UserData(handle), request),

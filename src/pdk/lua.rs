@@ -268,6 +268,13 @@ impl ShortBytes {
     fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
+
+    fn copy(bytes: &[u8]) -> mlua::Result<Self> {
+        let mut buf = [0u8; 64];
+        let len = super::copy_into(bytes, &mut buf, "a short Lua string")
+            .map_err(|e| mlua::Error::runtime(e.to_string()))?;
+        Ok(ShortBytes { buf, len })
+    }
 }
 
 impl mlua::FromLua for ShortBytes {
@@ -299,20 +306,6 @@ impl mlua::FromLua for ShortBytes {
             let data = ffi::lua_tolstring(state, idx, &mut len);
             ShortBytes::copy(std::slice::from_raw_parts(data.cast::<u8>(), len))
         }
-    }
-}
-
-impl ShortBytes {
-    fn copy(bytes: &[u8]) -> mlua::Result<Self> {
-        let mut buf = [0u8; 64];
-        let room = buf.get_mut(..bytes.len()).ok_or_else(|| {
-            mlua::Error::runtime(format!("{} bytes: longer than 64", bytes.len()))
-        })?;
-        room.copy_from_slice(bytes);
-        Ok(ShortBytes {
-            buf,
-            len: bytes.len(),
-        })
     }
 }
 
