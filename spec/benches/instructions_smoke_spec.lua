@@ -16,7 +16,7 @@ if h.is_kong then
 end
 
 local CONFIGS = {
-  "none", "lua-empty", "rs-empty", "lua-headers", "rs-headers",
+  "none", "lua-empty", "rs-empty", "c-noop-empty", "lua-headers", "rs-headers",
   "none-json", "lua-json", "rs-json",
 }
 
@@ -51,6 +51,7 @@ describe("benches/instructions/run --smoke", function()
       assert.is_true(ir > 20000 and ir < 5000000, name .. ": " .. tostring(ir))
     end
     assert.matches("| workload | Lua adds | Rust adds | Rust / Lua |", output, nil, true)
+    assert.matches("The floor of a native phase (c-noop-empty", output, nil, true)
   end)
 
   it("counts the work a plugin does", function()
