@@ -613,7 +613,7 @@ fn phase_functions<P: Plugin>(
         let cache = cache.clone();
         let lookup = {
             let registry = registry.clone();
-            move |id: f64| live_instance(&registry, id)
+            move |id: f64| live_instance(&registry, id).ok_or_else(|| no_live_instance::<P>(id))
         };
         let raw_data = || RawPhase {
             lua: lua.weak(),
@@ -685,17 +685,17 @@ fn phase_functions<P: Plugin>(
 /// than mlua's integer conversion; a fraction or a number out of range is
 /// no id). Cloned out of the registry: the phase may run Lua, whose GC may
 /// drop other instances (and so borrow the registry).
-fn live_instance<P: Plugin>(
-    registry: &RefCell<Registry<P>>,
-    id: f64,
-) -> mlua::Result<Rc<Instance<P>>> {
+fn live_instance<P: Plugin>(registry: &RefCell<Registry<P>>, id: f64) -> Option<Rc<Instance<P>>> {
     // (an integer compare, not `fract`: a libm call per phase)
     let whole = id as i64;
     let valid = whole as f64 == id && (1..=MAX_ID).contains(&whole);
-    valid
-        .then(|| registry.borrow().get(whole))
-        .flatten()
-        .ok_or_else(|| mlua::Error::runtime(format!("no live {} instance {id}", P::NAME)))
+    valid.then(|| registry.borrow().get(whole)).flatten()
+}
+
+/// The failure of a phase called with `id`, which names no live instance.
+#[cold]
+fn no_live_instance<P: Plugin>(id: f64) -> mlua::Error {
+    mlua::Error::runtime(format!("no live {} instance {id}", P::NAME))
 }
 
 /// Whether sync phases may be entered through [`raw_phase`]: when the
@@ -787,42 +787,39 @@ unsafe extern "C-unwind" fn raw_phase<P: Plugin>(state: *mut mlua::lua_State) ->
     let Some(lua) = data.lua.try_upgrade() else {
         return 0; // the state is closing
     };
-    let result: mlua::Result<Option<LuaValue>> =
-        catch_unwind(AssertUnwindSafe(|| data.run(&lua, state)))
-            .unwrap_or_else(|panic| {
-                Err(mlua::Error::runtime(format!(
-                    "panicked: {}",
-                    panic_message(&panic)
-                )))
-            })
-            .or_else(|error| {
-                let values = phase_result(&lua, None, Err(Error::lua(error)))?;
-                let table = lua.create_sequence_from(values)?;
-                Ok(Some(LuaValue::Table(table)))
-            });
-    match result {
-        Ok(None) => 0,
-        Ok(Some(value)) => {
-            // Made on mlua's state, moved to this thread's stack.
-            let pushed = lua.exec_raw_lua(|raw| {
-                // SAFETY: the value is pushed on mlua's live state and moved
-                // to `state` (the same Lua state), which has room for it.
-                unsafe {
-                    raw.push_value(&value)?;
-                    ffi::lua_xmove(raw.state(), state, 1);
-                }
-                Ok::<_, mlua::Error>(())
-            });
-            if pushed.is_err() {
-                push_unreadable(state);
+    catch_unwind(AssertUnwindSafe(|| data.run(&lua, state))).unwrap_or_else(|panic| {
+        let failure = Err(Error::msg(format!("panicked: {}", panic_message(&panic))));
+        push_phase_value(&lua, state, None, failure)
+    })
+}
+
+/// Pushes what a phase produced past the common case (see
+/// [`phase_value`]) onto `state`'s stack: 1, the number of values.
+#[cold]
+#[inline(never)]
+fn push_phase_value(
+    lua: &Lua,
+    state: *mut mlua::lua_State,
+    actions: Option<Vec<u8>>,
+    outcome: crate::Result<Outcome>,
+) -> std::ffi::c_int {
+    use mlua::ffi;
+    let pushed = phase_value(lua, actions, outcome).and_then(|value| {
+        // Made on mlua's state, moved to this thread's stack.
+        lua.exec_raw_lua(|raw| {
+            // SAFETY: the value is pushed on mlua's live state and moved
+            // to `state` (the same Lua state), which has room for it.
+            unsafe {
+                raw.push_value(&value.unwrap_or(LuaValue::Nil))?;
+                ffi::lua_xmove(raw.state(), state, 1);
             }
-            1
-        }
-        Err(_) => {
-            push_unreadable(state);
-            1
-        }
+            Ok::<_, mlua::Error>(())
+        })
+    });
+    if pushed.is_err() {
+        push_unreadable(state);
     }
+    1
 }
 
 /// When not even a failure could be made into a value (out of memory):
@@ -837,6 +834,7 @@ fn push_unreadable(state: *mut mlua::lua_State) {
 impl<P: Plugin> RawPhase<P> {
     /// The call's arguments `(id[, body])`: the live instance, and the
     /// request body the glue read for a plugin that reads it.
+    #[inline(always)] // the hot path: no Result of mlua's size in memory
     fn arguments(
         &self,
         lua: &Lua,
@@ -844,7 +842,8 @@ impl<P: Plugin> RawPhase<P> {
     ) -> mlua::Result<(Rc<Instance<P>>, Option<mlua::LuaString>)> {
         // SAFETY: argument 1 of the call (0 when it is not a number).
         let id = unsafe { mlua::ffi::lua_tonumber(state, 1) };
-        let instance = live_instance(&self.registry, id)?;
+        let instance =
+            live_instance(&self.registry, id).ok_or_else(|| no_live_instance::<P>(id))?;
         let body = if P::READS_REQUEST_BODY && self.phase.reads_request_body() {
             body_argument(lua, state)?
         } else {
@@ -853,8 +852,14 @@ impl<P: Plugin> RawPhase<P> {
         Ok((instance, body))
     }
 
-    fn run(&self, lua: &Lua, state: *mut mlua::lua_State) -> mlua::Result<Option<LuaValue>> {
-        let (instance, body) = self.arguments(lua, state)?;
+    /// Runs the phase; returns the number of values pushed: none in the
+    /// common case (continue, nothing to apply), else one (see
+    /// [`push_phase_value`]).
+    fn run(&self, lua: &Lua, state: *mut mlua::lua_State) -> std::ffi::c_int {
+        let (instance, body) = match self.arguments(lua, state) {
+            Ok(arguments) => arguments,
+            Err(error) => return push_phase_value(lua, state, None, Err(Error::lua(error))),
+        };
         let (actions, outcome) = self.running.with(state, || {
             dispatch(
                 lua,
@@ -866,11 +871,10 @@ impl<P: Plugin> RawPhase<P> {
                 false,
             )
         });
-        // The common case without a call: continue, nothing to apply.
         if actions.is_none() && matches!(outcome, Ok(Outcome::Flow(Flow::Continue))) {
-            return Ok(None);
+            return 0;
         }
-        phase_value(lua, actions, outcome)
+        push_phase_value(lua, state, actions, outcome)
     }
 }
 

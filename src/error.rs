@@ -30,11 +30,26 @@ pub enum ErrorKind {
 /// plugin name and the phase before the request is answered 500. It is
 /// `Send + Sync`, so it travels through threads and `Box<dyn Error + Send +
 /// Sync>` code; add context with [`Context::context`].
+///
+/// One pointer wide (the parts are boxed): a `Result<(), Error>` returned
+/// by every phase and PDK call stays a word, and failures are the rare path.
+pub struct Error(Box<Parts>);
+
 #[derive(Debug)]
-pub struct Error {
+struct Parts {
     kind: ErrorKind,
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.0.kind)
+            .field("message", &self.0.message)
+            .field("source", &self.0.source)
+            .finish()
+    }
 }
 
 /// `Result` with [`Error`] as the default error type.
@@ -48,11 +63,19 @@ impl Error {
 
     /// An error of `kind` with `message` and no cause.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
+        Error::from_parts(kind, message.into(), None)
+    }
+
+    fn from_parts(
+        kind: ErrorKind,
+        message: String,
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Error(Box::new(Parts {
             kind,
-            message: message.into(),
-            source: None,
-        }
+            message,
+            source,
+        }))
     }
 
     /// Wraps `source`, prefixing its text with `context` (`"context: source"`).
@@ -60,28 +83,28 @@ impl Error {
         context: impl fmt::Display,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Error {
-            kind: ErrorKind::Plugin,
-            message: format!("{context}: {source}"),
-            source: Some(Box::new(source)),
-        }
+        Error::from_parts(
+            ErrorKind::Plugin,
+            format!("{context}: {source}"),
+            Some(Box::new(source)),
+        )
     }
 
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The message, without the causes' text appended.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// This error with `context` in front of its message (`"context:
     /// message"`), its kind and cause kept.
     #[must_use]
     pub fn context(mut self, context: impl fmt::Display) -> Self {
-        self.message = format!("{context}: {}", self.message);
+        self.0.message = format!("{context}: {}", self.0.message);
         self
     }
 }
@@ -124,13 +147,14 @@ impl<T> Context<T> for Option<T> {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.0.message)
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.0
+            .source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
@@ -150,11 +174,7 @@ impl From<String> for Error {
 
 impl From<std::io::Error> for Error {
     fn from(error: std::io::Error) -> Self {
-        Error {
-            kind: ErrorKind::Io,
-            message: error.to_string(),
-            source: Some(Box::new(error)),
-        }
+        Error::from_parts(ErrorKind::Io, error.to_string(), Some(Box::new(error)))
     }
 }
 
@@ -169,11 +189,7 @@ impl Error {
             mlua::Error::DeserializeError(text) => text.clone(),
             other => other.to_string(),
         };
-        Error {
-            kind: ErrorKind::Pdk,
-            message,
-            source: None,
-        }
+        Error::from_parts(ErrorKind::Pdk, message, None)
     }
 }
 

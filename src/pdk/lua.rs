@@ -149,7 +149,7 @@ impl Handles {
 /// The per-worker cache of `kong.*` function handles, shared by every plugin
 /// of one native module. Filled lazily, one function at a time.
 pub(crate) struct PdkCache {
-    handles: Rc<Handles>,
+    handles: Handles,
     // The thread a raw phase runs on (see crate::running).
     running: Rc<Running>,
     // Whether this Lua state is lua-nginx-module's (HTTP). A worker runs the
@@ -168,14 +168,10 @@ impl PdkCache {
             .ok()
             .flatten();
         PdkCache {
-            handles: Rc::new(Handles::new()),
+            handles: Handles::new(),
             running,
             http: subsystem.as_deref() == Some("http"),
         }
-    }
-
-    fn current(&self) -> Rc<Handles> {
-        self.handles.clone()
     }
 }
 
@@ -197,7 +193,7 @@ pub struct LuaPdk<'lua> {
     // The Lua thread to call Lua on (null: mlua's current state), see
     // crate::running.
     thread: *mut mlua::lua_State,
-    handles: Rc<Handles>,
+    handles: &'lua Handles,
     // The HTTP subsystem's Lua state (see PdkCache).
     http: bool,
     actions: Actions,
@@ -310,11 +306,11 @@ impl mlua::FromLua for ShortBytes {
 }
 
 impl<'lua> LuaPdk<'lua> {
-    pub(crate) fn new(lua: &'lua Lua, cache: &PdkCache) -> Self {
+    pub(crate) fn new(lua: &'lua Lua, cache: &'lua PdkCache) -> Self {
         LuaPdk {
             lua,
             thread: cache.running.thread(),
-            handles: cache.current(),
+            handles: &cache.handles,
             http: cache.http,
             actions: Actions::default(),
             shared: None,
