@@ -747,8 +747,8 @@ unsafe fn free_raw_data<T>(data: *mut std::ffi::c_void) {
     drop(unsafe { Box::from_raw(data.cast::<T>()) });
 }
 
-/// A plain `lua_CFunction` `function` instead of an mlua callback (an
-/// empty Rust phase then costs about what an empty Lua phase does), with
+/// A plain `lua_CFunction` `function` instead of an mlua callback (mlua's
+/// callback wrapper cost more than the rest of an empty phase), with
 /// upvalues: `data` (light userdata), the userdata that frees it when Lua
 /// collects the function, and `extra` if any.
 fn owning_c_function<T: 'static>(
