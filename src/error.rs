@@ -35,7 +35,6 @@ pub enum ErrorKind {
 /// by every phase and PDK call stays a word, and failures are the rare path.
 pub struct Error(Box<Parts>);
 
-#[derive(Debug)]
 struct Parts {
     kind: ErrorKind,
     message: String,
@@ -214,5 +213,16 @@ mod tests {
             .unwrap_err();
         assert_eq!(missing.kind(), ErrorKind::Plugin);
         assert_eq!(missing.to_string(), "header x-a missing");
+    }
+
+    #[test]
+    fn is_one_pointer_wide_and_debug_shows_its_parts() {
+        // what a phase returns on success stays a word
+        assert_eq!(size_of::<Result<()>>(), size_of::<usize>());
+        let error = Error::new(ErrorKind::Timeout, "redis GET timed out");
+        assert_eq!(
+            format!("{error:?}"),
+            r#"Error { kind: Timeout, message: "redis GET timed out", source: None }"#
+        );
     }
 }
