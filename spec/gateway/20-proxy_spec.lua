@@ -84,6 +84,24 @@ describe("kong-rs-gateway proxy", function()
       assert.equal('{"a":1}', e.body)
     end)
 
+    it("answers a repeated request as the first time, and forgets its answers when routes change", function()
+      -- answers are cached per method, host and path (as Kong's router)
+      for _ = 1, 3 do
+        h.res_status(404, proxy:get("/m"))
+        assert.equal("POST", h.echo(proxy:post("/m", { a = 1 })).method)
+        h.res_status(404, proxy:get("/x", nil, { Host = "other.test" }))
+        assert.equal("example.test", h.echo(proxy:get("/x", nil, { Host = "example.test" })).headers.host)
+      end
+      -- enough misses for both workers to have cached the 404
+      for _ = 1, 10 do
+        h.res_status(404, proxy:get("/later"))
+      end
+      h.res_status(201, admin:post("/services/echo/routes", { name = "later", paths = { "/later" } }))
+      for _ = 1, 10 do
+        assert.equal("/up", h.echo(proxy:get("/later")).path)
+      end
+    end)
+
     it("answers 502 with Kong's message when the upstream is down", function()
       h.res_status(201, admin:post("/services", { name = "dead", url = "http://127.0.0.1:1" }))
       h.res_status(201, admin:post("/services/dead/routes", { paths = { "/dead" } }))

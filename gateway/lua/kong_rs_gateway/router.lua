@@ -15,6 +15,13 @@ local lower = string.lower
 local null = json.null
 local SLASH = byte("/")
 
+-- Kong caches its router's answers per request attributes in an LRU of
+-- 5,000 (kong/router/atc.lua, MATCH_LRUCACHE_SIZE): a repeated request
+-- costs one lookup, whichever route it hits, not a scan that grows with the
+-- route's place in the order. Here a table per router (a rebuild starts
+-- empty), emptied when it holds that many answers.
+local MATCH_CACHE_SIZE = 5000
+
 local _M = {}
 
 local function list(v)
@@ -135,7 +142,12 @@ function _M.new(state)
     return a.route.id < b.route.id
   end)
 
-  return setmetatable({ candidates = candidates, services = services }, { __index = _M })
+  return setmetatable({
+    candidates = candidates,
+    services = services,
+    cache = {},
+    cached = 0,
+  }, { __index = _M })
 end
 
 local function host_matches(c, host)
@@ -148,11 +160,8 @@ local function host_matches(c, host)
   return false
 end
 
---- Match a request. `host` is the Host header without port, lowercased;
--- `path` is the normalised request path (no query, uri.normalize as Kong's
--- router does). Returns the match or nil.
-function _M:match(method, host, path)
-  local candidates = self.candidates
+-- The first candidate that matches, in the router's order.
+local function scan(candidates, method, host, path)
   for i = 1, #candidates do
     local c = candidates[i]
     if (not c.methods or c.methods[method])
@@ -162,6 +171,26 @@ function _M:match(method, host, path)
     end
   end
   return nil
+end
+
+--- Match a request. `host` is the Host header without port, lowercased;
+-- `path` is the normalised request path (no query, uri.normalize as Kong's
+-- router does). Returns the match or nil.
+function _M:match(method, host, path)
+  local key = method .. "|" .. (host or "") .. "|" .. path
+  local cache = self.cache
+  local known = cache[key]
+  if known ~= nil then
+    return known or nil
+  end
+  local found = scan(self.candidates, method, host, path)
+  if self.cached >= MATCH_CACHE_SIZE then
+    cache = {}
+    self.cache, self.cached = cache, 0
+  end
+  cache[key] = found or false
+  self.cached = self.cached + 1
+  return found
 end
 
 -- kong/router/utils.lua sanitize_uri_postfix
