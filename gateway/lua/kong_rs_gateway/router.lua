@@ -177,6 +177,7 @@ end
 -- `path` is the normalised request path (no query, uri.normalize as Kong's
 -- router does). Returns the match or nil.
 function _M:match(method, host, path)
+  -- unambiguous: nginx refuses a host with "/", and a path starts with one
   local key = method .. "|" .. (host or "") .. "|" .. path
   local cache = self.cache
   local known = cache[key]
