@@ -8,7 +8,8 @@ local path = assert(arg[1], "usage: report.lua RAW.tsv")
 -- configuration order, workload and baseline (the no-plugin configuration
 -- sending the same request)
 local ORDER = {
-  { "none", nil }, { "lua-empty", "none" }, { "rs-empty", "none" }, { "ps-empty", "none" },
+  { "none", nil }, { "lua-empty", "none" }, { "rs-empty", "none" }, { "c-noop-empty", "none" },
+  { "ps-empty", "none" },
   { "lua-headers", "none" }, { "rs-headers", "none" }, { "ps-headers", "none" },
   { "none-json", nil }, { "lua-json", "none-json" }, { "rs-json", "none-json" }, { "ps-json", "none-json" },
 }

@@ -1,12 +1,12 @@
--- Bench-only (benches/instructions): the floor of a native phase. Each of
--- the three handlers of the "empty" workload has the shape of kong-rs's
--- glue for a plain C phase (kong_rs/handler.lua, raw_phase_handler: the
--- instance id looked up by conf in a weak table, one call, a nil result
--- checked) and calls a C function that does nothing
--- (benches/instructions/marker.c, kong_rs_bench_noop). What this plugin
--- adds over no plugin is what LuaJIT charges for entering native code from
--- a handler, whatever the native code does; rs-bench-empty adds that plus
--- kong-rs's own dispatch.
+-- Bench-only (benches/instructions, benches/e2e/kong-run): the floor of a
+-- native phase. Each of the three handlers of the "empty" workload has the
+-- shape of kong-rs's glue for a plain C phase (kong_rs/handler.lua,
+-- raw_phase_handler: the instance id looked up by conf in a weak table, one
+-- call, a nil result checked) and calls a C function that does nothing
+-- (noop_phase.c beside this file, built by the bench into `conf.library`).
+-- What this plugin adds over no plugin is what LuaJIT charges for entering
+-- native code from a handler, whatever the native code does; rs-bench-empty
+-- adds that plus kong-rs's own dispatch.
 local loadlib = package.loadlib
 local setmetatable = setmetatable
 local assert = assert

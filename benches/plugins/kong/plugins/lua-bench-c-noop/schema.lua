@@ -4,7 +4,7 @@ return {
     { config = {
         type = "record",
         fields = {
-          -- path of the library built from benches/instructions/marker.c
+          -- path of the library built from noop_phase.c (beside this file)
           { library = { type = "string", required = true } },
         },
     } },
