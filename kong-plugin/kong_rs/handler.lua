@@ -179,24 +179,6 @@ end
 -- (`factory.raw_phases`): they never raise (a failure is returned as a
 -- value), so no pcall; and one lookup, conf -> instance id.
 local function raw_phase_handler(name, phase, run, ids, instance_for, apply_actions, reads_body)
-  if reads_body then
-    return function(_, conf)
-      local id = ids[conf]
-      if not id then
-        local instance, err = instance_for(conf)
-        if not instance then
-          return fail(name, phase, err)
-        end
-        id = instance.id
-      end
-      -- Read here (it may yield), handed to Rust (nil: it did not fit
-      -- into the client body buffer, Kong's get_raw_body says nil, err).
-      local result = run(id, kong.request.get_raw_body())
-      if result ~= nil then
-        return finish_value(name, phase, apply_actions, result)
-      end
-    end
-  end
   return function(_, conf)
     local id = ids[conf]
     if not id then
@@ -206,7 +188,14 @@ local function raw_phase_handler(name, phase, run, ids, instance_for, apply_acti
       end
       id = instance.id
     end
-    local result = run(id)
+    local result
+    if reads_body then
+      -- Read here (it may yield), handed to Rust (nil: it did not fit
+      -- into the client body buffer, Kong's get_raw_body says nil, err).
+      result = run(id, kong.request.get_raw_body())
+    else
+      result = run(id)
+    end
     if result ~= nil then
       return finish_value(name, phase, apply_actions, result)
     end
