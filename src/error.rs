@@ -38,8 +38,11 @@ pub struct Error(Box<Parts>);
 struct Parts {
     kind: ErrorKind,
     message: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Source>,
 }
+
+/// The cause an error keeps, as `std::error::Error::source` hands it out.
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -65,11 +68,7 @@ impl Error {
         Error::from_parts(kind, message.into(), None)
     }
 
-    fn from_parts(
-        kind: ErrorKind,
-        message: String,
-        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    ) -> Self {
+    fn from_parts(kind: ErrorKind, message: String, source: Option<Source>) -> Self {
         Error(Box::new(Parts {
             kind,
             message,

@@ -193,9 +193,8 @@ pub struct LuaPdk<'lua> {
     // The Lua thread to call Lua on (null: mlua's current state), see
     // crate::running.
     thread: *mut mlua::lua_State,
-    handles: &'lua Handles,
-    // The HTTP subsystem's Lua state (see PdkCache).
-    http: bool,
+    // Function handles and the subsystem, shared by the module's phases.
+    cache: &'lua PdkCache,
     actions: Actions,
     // kong.ctx.shared / kong.ctx.plugin of this request, fetched on first use.
     shared: Option<Table>,
@@ -310,8 +309,7 @@ impl<'lua> LuaPdk<'lua> {
         LuaPdk {
             lua,
             thread: cache.running.thread(),
-            handles: &cache.handles,
-            http: cache.http,
+            cache,
             actions: Actions::default(),
             shared: None,
             plugin: None,
@@ -331,7 +329,7 @@ impl<'lua> LuaPdk<'lua> {
     /// The nginx request for direct call `call`, if available and allowed
     /// in this phase.
     fn direct(&self, call: Direct) -> Option<NgxRequest> {
-        if !self.http || !self.phase.is_some_and(|phase| call.allowed_in(phase)) {
+        if !self.cache.http || !self.phase.is_some_and(|phase| call.allowed_in(phase)) {
             return None;
         }
         *self.ngx.get_or_init(|| {
@@ -406,7 +404,7 @@ impl<'lua> LuaPdk<'lua> {
     }
 
     fn function(&self, id: F) -> Result<&Function> {
-        let cell = &self.handles.functions[id as usize];
+        let cell = &self.cache.handles.functions[id as usize];
         if let Some(function) = cell.get() {
             return Ok(function);
         }
@@ -448,7 +446,7 @@ impl<'lua> LuaPdk<'lua> {
     /// `kong.ctx[key]`: a per-request table Kong's `kong.ctx` resolves
     /// through lua-nginx-module, hence a call on the running thread.
     fn ctx_field(&self, key: &str) -> Result<Table> {
-        let get = match self.handles.ctx.get() {
+        let get = match self.cache.handles.ctx.get() {
             Some(get) => get,
             None => {
                 let get: Function = eval_on(
@@ -457,7 +455,7 @@ impl<'lua> LuaPdk<'lua> {
                     "return function(key) return kong.ctx[key] end",
                 )
                 .map_err(Error::lua)?;
-                self.handles.ctx.get_or_init(|| get)
+                self.cache.handles.ctx.get_or_init(|| get)
             }
         };
         let table: Option<Table> = call_on(self.lua, self.thread, get, key)
@@ -619,7 +617,8 @@ crate::pdk::namespaces!(LuaPdk<'_>);
 impl<'lua> LuaPdk<'lua> {
     /// cjson's array markers, looked up once.
     fn markers(&self) -> &CjsonMarkers {
-        self.handles
+        self.cache
+            .handles
             .cjson
             .get_or_init(|| CjsonMarkers::load(self.lua, self.thread))
     }
@@ -634,7 +633,14 @@ impl<'lua> LuaPdk<'lua> {
 
     /// `ngx.shared[name]`, its methods looked up once per worker.
     fn dict_handles(&self, name: &str) -> Result<Rc<DictHandles>> {
-        if let Some(found) = self.handles.dicts.borrow().iter().find(|d| d.name == name) {
+        if let Some(found) = self
+            .cache
+            .handles
+            .dicts
+            .borrow()
+            .iter()
+            .find(|d| d.name == name)
+        {
             return Ok(found.clone());
         }
         let missing = || {
@@ -665,14 +671,14 @@ impl<'lua> LuaPdk<'lua> {
             add: method("add")?,
             incr: method("incr")?,
             delete: method("delete")?,
-            zone: if self.http {
+            zone: if self.cache.http {
                 super::ngx::Zone::find(name)
             } else {
                 None
             },
             dict,
         });
-        self.handles.dicts.borrow_mut().push(handles.clone());
+        self.cache.handles.dicts.borrow_mut().push(handles.clone());
         Ok(handles)
     }
 
@@ -691,12 +697,12 @@ impl<'lua> LuaPdk<'lua> {
 
     /// Logs `message` through the running plugin's `kong.log` (see [`LOG_SHIM`]).
     fn log_bytes(&self, level: LogLevel, message: &[u8]) -> Result<()> {
-        let shim = match self.handles.log.get() {
+        let shim = match self.cache.handles.log.get() {
             Some(shim) => shim,
             None => {
                 let shim: Function =
                     eval_on(self.lua, self.thread, LOG_SHIM).map_err(Error::lua)?;
-                self.handles.log.get_or_init(|| shim)
+                self.cache.handles.log.get_or_init(|| shim)
             }
         };
         let message = self.lua.create_string(message).map_err(Error::lua)?;
